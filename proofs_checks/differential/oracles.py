@@ -25,9 +25,9 @@ def linear_attn_recurrence(q: F64, k: F64, v: F64, S0: F64, scale: float) -> tup
 
 
 def delta_rule_recurrence(q: F64, k: F64, v: F64, beta: F64, S0: F64, scale: float) -> tuple[F64, F64]:
-    """equations.md section 3 [literature]: S_t = S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T, o_t = S_t (scale q_t).
+    """equations.md section 3 [literature]: S_t = S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T.
 
-    -> (o [T, d_v], S_T [d_v, d_k]).
+    o_t = S_t (scale q_t). -> (o [T, d_v], S_T [d_v, d_k]).
     """
     S = S0.copy()
     identity = np.eye(k.shape[1])

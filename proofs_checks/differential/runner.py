@@ -55,13 +55,13 @@ class RunSummary:
         return "\n".join(lines)
 
 
-class _Disagreement(AssertionError):
+class _DisagreementError(AssertionError):
     def __init__(self, result: CaseResult) -> None:
         super().__init__(result.report())
         self.result = result
 
 
-class _Crash(AssertionError):
+class _CrashError(AssertionError):
     def __init__(self, problem: Problem, text: str) -> None:
         super().__init__(text)
         self.problem, self.text = problem, text
@@ -84,22 +84,22 @@ def run(fn: Callable[..., object], op: str, *, examples: int = 50, seed: int = 0
         except HarnessError:
             raise
         except Exception as error:  # the callable under test raised: that is a finding, with its reproducer
-            raise _Crash(problem, "".join(traceback.format_exception(error))) from error
+            raise _CrashError(problem, "".join(traceback.format_exception(error))) from error
         summary.examples += 1
         if result.skipped:
             summary.skipped += 1
             return
-        name, ratio = result.worst()
+        _, ratio = result.worst()
         target(ratio if math.isfinite(ratio) else 1e300, label="error/budget")
         if not result.passed:
-            raise _Disagreement(result)
+            raise _DisagreementError(result)
         if summary.worst is None or ratio > summary.worst.worst()[1]:
             summary.worst = result
 
     try:
         inner()
-    except _Disagreement as failure:
+    except _DisagreementError as failure:
         summary.failure = failure.result
-    except _Crash as crash:
+    except _CrashError as crash:
         summary.crash, summary.crash_problem = crash.text, crash.problem
     return summary

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from hypothesis import strategies as st
 
 from spec._types import F64
@@ -36,8 +37,6 @@ DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 
 def round_to_dtype(x: F64, dtype: str) -> F64:
     """Round float64 values to ``dtype`` and back (exactly representable in float64); what the kernel receives."""
-    import torch
-
     return torch.from_numpy(np.ascontiguousarray(x)).to(getattr(torch, dtype)).to(torch.float64).numpy()
 
 
