@@ -61,7 +61,7 @@ def delta_rule_state_not_carried(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, 
     contribution reaches the final state)."""
     T = q.shape[1]
     chunk = kwargs.get("chunk_size", 64)
-    if T <= chunk or kwargs.get("cu_seqlens") is not None:
+    if chunk >= T or kwargs.get("cu_seqlens") is not None:
         return impl.delta_rule(q, k, v, beta, **kwargs)
     start = (T - 1) // chunk * chunk
     head = impl.delta_rule(*(x[:, :start].contiguous() for x in (q, k, v, beta)), **kwargs)

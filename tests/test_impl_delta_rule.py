@@ -3,6 +3,8 @@ state chaining, varlen, state orientation ([K, V] = the paper's S transposed), a
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from hypothesis import example, given, settings
@@ -72,7 +74,7 @@ def test_varlen_equals_per_sequence_calls(op: str) -> None:
     o, s = fn(q, k, v, *extra, initial_state=state0, output_final_state=True, chunk_size=4,
               cu_seqlens=torch.tensor(bounds, dtype=torch.int32))
     assert s is not None
-    for n, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for n, (start, end) in enumerate(itertools.pairwise(bounds)):
         parts = [x[:, start:end].contiguous() for x in (q, k, v, *extra)]
         o_n, s_n = fn(*parts, initial_state=state0[n:n + 1].contiguous(), output_final_state=True, chunk_size=4)
         torch.testing.assert_close(o[:, start:end], o_n, rtol=0, atol=0)

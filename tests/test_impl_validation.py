@@ -15,8 +15,10 @@ import impl
 def _qkvb(B: int = 1, T: int = 5, H: int = 2, K: int = 3, V: int = 3,
           dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return {"q": torch.randn(B, T, H, K, generator=gen).to(dtype), "k": torch.randn(B, T, H, K, generator=gen).to(dtype),
-            "v": torch.randn(B, T, H, V, generator=gen).to(dtype), "beta": torch.rand(B, T, H, generator=gen).to(dtype)}
+    return {"q": torch.randn(B, T, H, K, generator=gen).to(dtype),
+            "k": torch.randn(B, T, H, K, generator=gen).to(dtype),
+            "v": torch.randn(B, T, H, V, generator=gen).to(dtype),
+            "beta": torch.rand(B, T, H, generator=gen).to(dtype)}
 
 
 def _call(op: str, x: dict[str, Any], **kwargs: Any) -> object:
@@ -83,7 +85,7 @@ def test_integer_dtype_is_type_error(op: str) -> None:
 def test_not_a_tensor_is_type_error(op: str) -> None:
     x = _qkvb()
     x["k"] = x["k"].numpy()
-    with pytest.raises(TypeError, match="k must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"k must be a torch\.Tensor"):
         _call(op, x)
 
 
@@ -176,7 +178,7 @@ def test_bad_cu_seqlens(op: str, cu: list[int], error: type[Exception], message:
 
 @pytest.mark.parametrize("op", ALL_OPS)
 def test_cu_seqlens_dtype_and_batch(op: str) -> None:
-    with pytest.raises(TypeError, match="cu_seqlens must have dtype int32 or int64, got torch.float32"):
+    with pytest.raises(TypeError, match=r"cu_seqlens must have dtype int32 or int64, got torch\.float32"):
         _call(op, _qkvb(), cu_seqlens=torch.tensor([0.0, 5.0]))
     with pytest.raises(ValueError, match="with cu_seqlens the batch size B must be 1"):
         _call(op, _qkvb(B=2), cu_seqlens=torch.tensor([0, 5]))
@@ -206,7 +208,7 @@ def test_decode_step_errors() -> None:
         impl.deltaformer_decode_step(empty, empty, q, torch.randn(1, 2, 4), q)
     with pytest.raises(ValueError, match=r"cache_u must have shape \[B, t, H, V\]"):
         impl.deltaformer_decode_step(torch.zeros(1, 4, 2, 3), torch.zeros(1, 3, 2, 3), q, q, q)
-    with pytest.raises(TypeError, match="q_t must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"q_t must be a torch\.Tensor"):
         impl.deltaformer_decode_step(empty, empty, [1.0], q, q)
     with pytest.raises(ValueError, match="unknown kernel"):
         impl.deltaformer_decode_step(empty, empty, q, q, q, kernel="relu")
