@@ -16,6 +16,7 @@ from torch import Tensor
 
 __all__ = [
     "FLOAT_DTYPES",
+    "all_finite",
     "check_choice",
     "check_chunk_size",
     "check_cu_seqlens",
@@ -57,9 +58,15 @@ def check_tensor(name: str, x: object, *, ndim: int, layout: str, dtype: torch.d
     if not x.is_contiguous():
         raise ValueError(f"{name} must be contiguous (call .contiguous()), got strides {x.stride()} for shape "
                          f"{tuple(x.shape)}")
-    if finite and not bool(torch.isfinite(x).all()):
+    if finite and not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf; the op needs finite inputs")
     return x
+
+
+def all_finite(x: Tensor) -> bool:
+    """True when x has no NaN or Inf: min and max both finite (NaN propagates through both; one pass)."""
+    low, high = torch.aminmax(x)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 def check_same_device(**tensors: Tensor | None) -> torch.device:
@@ -171,6 +178,6 @@ def check_qkv(q: object, k: object, v: object, beta: object = None, *, q_name: s
                           shape=(B, T, H), shape_of=q_name, finite=False)
     check_same_device(**{q_name: qt, "k": kt, "v": vt, "beta": bt})
     for name, t in ((q_name, qt), ("k", kt), ("v", vt), ("beta", bt)):
-        if t is not None and not bool(torch.isfinite(t).all()):
+        if t is not None and not all_finite(t):
             raise ValueError(f"{name} contains NaN or Inf; the op needs finite inputs")
     return qt, kt, vt, bt
