@@ -1,0 +1,61 @@
+"""The main command's contract: the table, the exit status, --only, --list and the --json schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from proofs_checks import __main__ as cli
+from proofs_checks import registry
+from proofs_checks.check import Check, Outcome
+
+PASSING = Check(id="C1", claim="always true", provenance="derived", spec_functions=(),
+                run=lambda profile: Outcome(measured=0.0, bound=1.0, passed=True, detail="fine"))
+FAILING = Check(id="C2", claim="always false", provenance="paper", spec_functions=(),
+                run=lambda profile: Outcome(measured=2.0, bound=1.0, passed=False))
+CRASHING = Check(id="C3", claim="raises", provenance="paper", spec_functions=(),
+                 run=lambda profile: 1 / 0)  # type: ignore[arg-type, return-value]
+
+
+@pytest.fixture
+def fake_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "all_checks", lambda: (PASSING, FAILING, CRASHING))
+
+
+@pytest.mark.usefixtures("fake_checks")
+def test_exit_status_is_nonzero_when_any_check_fails_and_zero_when_all_pass(capsys: pytest.CaptureFixture[str]
+                                                                             ) -> None:
+    assert cli.main([]) == 1
+    out = capsys.readouterr().out
+    assert "1 passed, 2 failed" in out and "raised ZeroDivisionError" in out
+    assert cli.main(["--only", "C1"]) == 0
+
+
+@pytest.mark.usefixtures("fake_checks")
+def test_json_output_has_the_documented_schema(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "results.json"
+    cli.main(["--json", str(path)])
+    payload = json.loads(path.read_text())
+    assert payload["passed"] is False
+    assert [c["id"] for c in payload["checks"]] == ["C1", "C2", "C3"]
+    for entry in payload["checks"]:
+        assert {"id", "claim", "provenance", "passed", "measured", "bound"} <= set(entry)
+        assert isinstance(entry["passed"], bool)
+    assert payload["checks"][2]["measured"] is None  # NaN from a crashed check is JSON null, not invalid JSON
+
+
+@pytest.mark.usefixtures("fake_checks")
+def test_list_prints_ids_and_unknown_only_ids_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--list"]) == 0
+    assert "C2    [paper] always false" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["--only", "C99"])
+
+
+def test_registry_checks_have_unique_ids_and_valid_provenance() -> None:
+    checks = registry.all_checks()
+    ids = [check.id for check in checks]
+    assert len(ids) == len(set(ids))
+    assert all(check.provenance in {"paper", "code", "reconstructed", "derived", "literature"} for check in checks)
