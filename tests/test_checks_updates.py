@@ -20,14 +20,14 @@ def _check(check_id: str) -> Check:
 
 
 def test_checks_are_declared_in_claim_order_with_the_update_rule_ids() -> None:
-    assert [c.id for c in update_rules.CHECKS] == ["C5", "C9", "C9b", "C10", "C11"]
+    assert [c.id for c in update_rules.CHECKS] == ["C5", "C9", "C9b", "C10", "C10b", "C11"]
     for check in update_rules.CHECKS:
         for name in check.spec_functions:
             module, _, function = name.rpartition(".")
             assert module == "spec.updates" and function in upd.__all__, name
 
 
-@pytest.mark.parametrize("check_id", ["C5", "C9", "C9b", "C10", "C11"])
+@pytest.mark.parametrize("check_id", ["C5", "C9", "C9b", "C10", "C10b", "C11"])
 def test_check_passes_on_the_spec(check_id: str) -> None:
     outcome = _check(check_id).run(DEFAULT)
     assert outcome.passed, outcome
@@ -129,6 +129,15 @@ def test_c10_fails_when_the_limit_uses_q_instead_of_q_over_tau(monkeypatch: pyte
     monkeypatch.setattr(upd, "softmax_infinite_context_limit",
                         lambda q, A, *a, tau, **kw: original(q, A, *a, tau=1.0, **kw))
     outcome = _check("C10").run(DEFAULT)
+    assert not outcome.passed, outcome
+
+
+def test_c10b_fails_when_the_constant_misses_its_exponential_factor(monkeypatch: pytest.MonkeyPatch,
+                                                                     few_contexts: None) -> None:
+    """Without exp(q^T Sigma q / tau^2) (= e here) the predicted constant is e times too small."""
+    original = upd.softmax_convergence_constant
+    monkeypatch.setattr(upd, "softmax_convergence_constant", lambda *a, **kw: original(*a, **kw) / np.e)
+    outcome = _check("C10b").run(DEFAULT)
     assert not outcome.passed, outcome
 
 
