@@ -219,8 +219,9 @@ def _newest_weight_theta(profile: Profile) -> Outcome:
     rng = np.random.default_rng(profile.seed + 90)
     R_k, R_q, tau, d = 1.0, 1.0, 1.0, 3
     lower, upper = upd.softmax_newest_weight_bounds(R_k, R_q, tau)
-    T = 1500 * profile.samples
-    curves = [_newest_weights(_in_ball(rng, R_q, T, d), _in_ball(rng, R_k, T, d), tau) for _ in range(4)]
+    # The SGD state grows with t, so a stream costs O(T^2): thorough runs twice as long and twice as many streams.
+    T, streams = (1500, 4) if profile.samples == 1 else (3000, 8)
+    curves = [_newest_weights(_in_ball(rng, R_q, T, d), _in_ball(rng, R_k, T, d), tau) for _ in range(streams)]
     # Adversarial streams (one query q0 on the sphere): every earlier key anti-aligned with q0 and the newest
     # aligned gives t w_t = t e / ((t - 1) e^-1 + e) -> e^2; the reverse tends to e^-2.
     q0 = np.eye(d)[0] * R_q
@@ -235,9 +236,9 @@ def _newest_weight_theta(profile: Profile) -> Outcome:
     passed = lower <= lowest and highest <= upper and abs(high - expected_high) <= 1e-12 * expected_high
     return Outcome(measured=highest, bound=upper, passed=bool(passed),
                    detail=f"T = {T}, d = {d}, R_k = R_q = tau = 1: max_t t w_t = {highest:.4f} <= e^2 = {upper:.4f}, "
-                          f"min_t t w_t = {lowest:.4f} >= e^-2 = {lower:.4f}; 4 random streams in the ball span "
-                          f"[{random_low:.3f}, {random_high:.3f}], adversarial streams reach {float(high):.4f} and "
-                          f"{float(low):.4f} (the bounds, as t -> inf)")
+                          f"min_t t w_t = {lowest:.4f} >= e^-2 = {lower:.4f}; {streams} random streams in the ball "
+                          f"span [{random_low:.3f}, {random_high:.3f}], adversarial streams "
+                          f"reach {float(high):.4f} and {float(low):.4f} (the bounds, as t -> inf)")
 
 
 # ------------------------------------------------------------------------------------------------------------- C10
@@ -331,8 +332,8 @@ def _render_convergence(profile: Profile, path: Path) -> None:
     ts, rms, constant = _rate_curve(profile)
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.loglog(ts, rms, "o-", label="RMS error of o_t(q) (Monte Carlo)")
-    axis.loglog(ts, np.sqrt(constant / ts), "k:", label="sqrt(C / t), C closed form (UPD.10b)")
-    axis.loglog(ts, rms[0] * np.sqrt(ts[0] / ts), "--", color="grey", label="t^-1/2 through the first point")
+    axis.loglog(ts, np.sqrt(constant / ts), "k:", label=r"$\sqrt{C/t}$, C closed form (UPD.10b)")
+    axis.loglog(ts, rms[0] * np.sqrt(ts[0] / ts), "--", color="grey", label=r"$t^{-1/2}$ through the first point")
     axis.set_xlabel("context length t")
     axis.set_ylabel("||o_t(q) - lim o(q)|| (RMS over contexts)")
     axis.set_title("Softmax attention's infinite-context convergence")

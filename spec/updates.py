@@ -215,8 +215,10 @@ def _qkv(q: Any, k: Any, v: Any, initial_state: Any, extra: dict[str, Any]) -> t
     k = _validate.matrix("k", k, rows=T, rows_of="q", cols=d_k, cols_of="q")
     v = _validate.matrix("v", v, rows=T, rows_of="q")
     d_v = v.shape[1]
-    S0 = np.zeros((d_v, d_k)) if initial_state is None else _validate.matrix(
-        "initial_state", initial_state, rows=d_v, rows_of="v (d_v)", cols=d_k, cols_of="q (d_k)")
+    if initial_state is not None and np.shape(initial_state) != (d_v, d_k):
+        raise ValueError(f"initial_state must have shape (d_v, d_k) = ({d_v}, {d_k}) from v and q, "
+                         f"got {np.shape(initial_state)}")
+    S0 = np.zeros((d_v, d_k)) if initial_state is None else _validate.matrix("initial_state", initial_state)
     vectors = [_validate.vector(name, x, length=T, length_of="q") for name, x in extra.items()]
     for name, x in zip(extra, vectors, strict=True):
         if name == "a" and not all(value > 0 for value in x.flat):

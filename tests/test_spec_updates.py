@@ -487,7 +487,7 @@ def test_errors_name_the_argument() -> None:
     v = np.ones((3, 1))
     with pytest.raises(ValueError, match="k must have 3 rows"):
         upd.linear_attention_recurrent(q, np.ones((2, 2)), v)
-    with pytest.raises(ValueError, match="initial_state must have 1 rows"):
+    with pytest.raises(ValueError, match=r"initial_state must have shape \(d_v, d_k\) = \(1, 2\)"):
         upd.deltanet_parallel(q, q, v, np.ones(3), np.ones((2, 2)))
     with pytest.raises(ValueError, match="beta must have length 3"):
         upd.deltanet_recurrent(q, q, v, np.ones(2))
