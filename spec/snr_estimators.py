@@ -347,20 +347,23 @@ def kappa_sq_mean_quadrature(kernel: Any, key_sq_norm: Any, *, points: Any = ())
 
 
 def chi2_average_quadrature(g: Any, d_k: Any, *, points: Any = ()) -> Any:
-    """SNR.39 [derived]: E_{s ~ chi^2_d}[g(s)] = int_0^inf g(s) s^{d/2 - 1} e^{-s/2} / (2^{d/2} Gamma(d/2)) ds, d = d_k.
+    """SNR.39 [derived]: E_{s ~ chi^2_d}[g(s)] = int_0^inf g(u^2) u^{d-1} e^{-u^2/2} du / (2^{d/2-1} Gamma(d/2)).
 
-    The average over k_i ~ N(0, I_{d_k}) of any conditional quantity that depends on k_i through s = ||k_i||^2.
-    ``g`` maps an mpf to an mpf. Split at s = d_k and the extra ``points``. mpmath at the working precision.
+    d = d_k.
+
+    The average over k_i ~ N(0, I_{d_k}) of any conditional quantity that depends on k_i through s = ||k_i||^2,
+    integrated over the norm u = ||k_i|| (chi law), which keeps the integrand smooth at 0 for every d_k >= 1.
+    ``g`` maps an mpf to an mpf. Split at u = sqrt(d_k) and the extra ``points`` (values of s). mpmath at the
+    working precision.
     """
     d = mpmath.mpf(_validate.scalar("d_k", d_k, positive=True))
     if not callable(g):
         raise TypeError(f"g must be a callable s -> value, got {type(g).__name__}")
-    half = d / 2
-    norm = mpmath.power(2, half) * mpmath.gamma(half)
+    norm = mpmath.power(2, d / 2 - 1) * mpmath.gamma(d / 2)
 
-    def integrand(s: Any) -> Any:
-        return g(s) * mpmath.power(s, half - 1) * mpmath.exp(-s / 2)
+    def integrand(u: Any) -> Any:
+        return g(u * u) * mpmath.power(u, d - 1) * mpmath.exp(-u * u / 2)
 
-    breaks = sorted({d, *(mpmath.mpf(float(p)) if not isinstance(p, mpmath.mpf) else p for p in points)})
-    breaks = [b for b in breaks if b > 0]
+    extra = (mpmath.mpf(float(p)) if not isinstance(p, mpmath.mpf) else p for p in points)
+    breaks = sorted({mpmath.sqrt(d), *(mpmath.sqrt(p) for p in extra if p > 0)})
     return _quad(integrand, [mpmath.mpf(0), *breaks, mpmath.inf]) / norm
