@@ -355,6 +355,7 @@ def test_hadamard_codes_in_mpmath_have_coherence_exactly_one_over_sqrt_d_k() -> 
     (lambda: sw.swap_tokens(np.eye(3), [[0, 1]], np.eye(2)), ValueError, "values"),
     (lambda: sw.deltanet_swap_tracker(np.eye(3), [[0, 1]], beta="two"), ValueError, "beta"),
     (lambda: sw.deltanet_swap_tracker(np.eye(3), [[0, 1]], init="zero"), ValueError, "init"),
+    (lambda: sw.deltanet_swap_tracker(np.array([[1.0, 0], [1.0, 0], [0, 1.0]]), [[0, 1]]), ValueError, "codes"),
     (lambda: sw.hadamard_codes(12), ValueError, "d_k"),
     (lambda: sw.hadamard_codes(4, 9), ValueError, "n"),
     (lambda: sw.round_scale(1.0), ValueError, "mu"),
