@@ -13,6 +13,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "proofs_checks.snr",
     "proofs_checks.update_rules",
     "proofs_checks.deltaformer_identities",
+    "proofs_checks.swap_tracking",
 )
 
 
