@@ -1,4 +1,4 @@
-"""impl.delta_rule and impl.linear_attn vs float64 recurrences of equations.md section 3 (through the harness),
+"""impl.delta_rule and impl.linear_attn vs spec.updates (UPD.3a DeltaNet, UPD.1a linear attention) through the harness,
 state chaining, varlen, state orientation ([K, V] = the paper's S transposed), and fp64 gradcheck."""
 
 from __future__ import annotations
