@@ -92,25 +92,31 @@ def speed_ratios(T: int, H: int, D: int, chunk_size: int, repeats: int) -> dict[
 
 
 _PEAK_SCRIPT = """
-import resource, sys, torch, impl
+import sys, torch, impl
 T, H, D, C = (int(a) for a in sys.argv[1:5])
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024.0
 gen = torch.Generator().manual_seed(0)
 q, k, v = (torch.randn(1, T, H, D, generator=gen) for _ in range(3))
 beta = torch.rand(1, T, H, generator=gen)
 with torch.no_grad():
     impl.deltaformer_attn(q[:, :300].contiguous(), k[:, :300].contiguous(), v[:, :300].contiguous(),
                           beta[:, :300].contiguous(), chunk_size=C)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS:")
 with torch.no_grad():
     impl.deltaformer_attn(q, k, v, beta, chunk_size=C)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0)
+print(status("VmHWM:") - before)
 """
 
 
 def peak_memory_mib(T: int, H: int, D: int, chunk_size: int) -> float:
-    """Growth of the process's resident-set high-water mark during one forward, in a fresh interpreter whose inputs
-    are already allocated and whose libraries are warmed up on a short sequence: an upper bound on the forward's
-    peak memory beyond its inputs (it also counts allocator caching and library workspaces)."""
+    """Peak resident set during one forward minus the resident set just before it (Linux: the high-water mark is
+    reset through /proc/self/clear_refs), in a fresh interpreter whose inputs are allocated and whose libraries are
+    warmed up on a short sequence: the forward's peak memory beyond its inputs, counting library workspaces."""
     out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(T), str(H), str(D), str(chunk_size)],
                          check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
