@@ -29,6 +29,7 @@ that its budget is below 1e-2 of the solution's size, so a wrong mask or a skipp
 
 from __future__ import annotations
 
+import itertools
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -95,12 +96,13 @@ class Problem:
                 yield b, slice(0, self.q.shape[1])
         else:
             cu = self.cu_seqlens.tolist()
-            for a, e in zip(cu[:-1], cu[1:], strict=True):
+            for a, e in itertools.pairwise(cu):
                 yield 0, slice(a, e)
 
     def repro(self) -> str:
         cu = None if self.cu_seqlens is None else self.cu_seqlens.tolist()
-        return f"kernel={self.kernel} shape={tuple(self.q.shape)} V={self.v.shape[-1]} chunk={self.chunk} cu_seqlens={cu}"
+        return (f"kernel={self.kernel} shape={tuple(self.q.shape)} V={self.v.shape[-1]} chunk={self.chunk} "
+                f"cu_seqlens={cu}")
 
 
 def make_problem(B: int, T: int, H: int, K: int, V: int, *, kernel: str, chunk: int, seed: int,
@@ -245,3 +247,13 @@ def test_triton_round_kernel_rounds_ties_to_even() -> None:
                              kernel="round", scale=5.0)
     assert np.array_equal(u[0, :, 0].numpy(), ref), (u[0, :, 0], ref)
 
+
+
+def test_triton_backward_fails_loudly_until_implemented() -> None:
+    """Catches: a forward-only kernel returning a detached output, so training would silently get no gradient."""
+    problem = make_problem(1, 6, 1, 16, 16, kernel="softmax", chunk=4, seed=5)
+    q, k, v, beta = (x.requires_grad_() for x in problem.cast(torch.float64))
+    o = tri.deltaformer_attn(q, k, v, beta, write="k", kernel="softmax", scale=None, chunk_size=4, cu_seqlens=None)
+    assert o.requires_grad
+    with pytest.raises(NotImplementedError, match="backward kernels are not implemented"):
+        o.sum().backward()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from triton.testing import do_bench
 
 __all__ = ["HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions", "interpreting",
            "next_power_of_2"]
@@ -79,8 +80,6 @@ class Tuner:
         elif len(options) == 1:
             best = options[0]
         else:
-            from triton.testing import do_bench
-
             timings = [(float(do_bench(lambda c=c: launch(c), warmup=5, rep=20)), i) for i, c in enumerate(options)]
             best = options[min(timings)[1]]
         self.cache[key] = best
@@ -99,8 +98,9 @@ class AotVariant:
     num_stages: int
 
     def label(self) -> str:
-        shown = {k: v for k, v in self.constexprs.items() if k not in ("H", "ACC", "DOT_PRECISION", "SOLVE_PRECISION")}
-        return ",".join(f"{k}={getattr(v, 'name', v)}" for k, v in shown.items()) + f",w{self.num_warps}s{self.num_stages}"
+        hidden = ("H", "ACC", "DOT_PRECISION", "SOLVE_PRECISION")
+        shown = ",".join(f"{k}={getattr(v, 'name', v)}" for k, v in self.constexprs.items() if k not in hidden)
+        return f"{shown},w{self.num_warps}s{self.num_stages}"
 
 
 HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128, 256)

@@ -7,6 +7,7 @@ Implements ``deltaformer_u`` (spec DF.1, computed as DF.4's chunked block forwar
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -93,7 +94,7 @@ def u_fwd(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
     u = torch.empty_like(v)
     acc = torch.empty(B, T, H, V, dtype=adt, device=v.device)
     m = torch.empty(B, T, H, dtype=adt, device=v.device)
-    l = torch.empty(B, T, H, dtype=adt, device=v.device)
+    lsum = torch.empty(B, T, H, dtype=adt, device=v.device)
     lse = torch.empty(B, T, H, dtype=adt, device=v.device)
     prec, solve_prec = dot_precisions(v.dtype)
     common = {"H": H, "K": K, "V": V, "BK": BK, "BV": BV, "KERNEL": kernel, "IS_VARLEN": cu_seqlens is not None,
@@ -102,18 +103,18 @@ def u_fwd(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
 
     def prefix(cfg: LaunchConfig, i_c: int) -> None:
         grid = (triton.cdiv(min(chunk_size, max_len), cfg.blocks["BT"]), NV, N * H)
-        kern.deltaformer_fwd_kernel_prefix[grid](w, k, u, m, l, acc, cu_seqlens, scale, T, chunk_size, i_c,
+        kern.deltaformer_fwd_kernel_prefix[grid](w, k, u, m, lsum, acc, cu_seqlens, scale, T, chunk_size, i_c,
                                                  **common, **cfg.kwargs())
 
     def intra(cfg: LaunchConfig, i_c: int) -> None:
-        kern.deltaformer_fwd_kernel_intra[(NV, N * H)](w, k, v, beta, u, m, l, acc, lse, cu_seqlens, scale, T,
+        kern.deltaformer_fwd_kernel_intra[(NV, N * H)](w, k, v, beta, u, m, lsum, acc, lse, cu_seqlens, scale, T,
                                                        chunk_size, i_c, SOLVE_PRECISION=solve_prec, **common,
                                                        **cfg.kwargs())
 
     for i_c in range(triton.cdiv(max_len, chunk_size)):
-        cfg_p = TUNERS["prefix"].pick(key, lambda c, i_c=i_c: prefix(c, i_c), K, V)
+        cfg_p = TUNERS["prefix"].pick(key, functools.partial(prefix, i_c=i_c), K, V)
         prefix(cfg_p, i_c)
-        cfg_i = TUNERS["intra"].pick(key, lambda c, i_c=i_c: intra(c, i_c), K, V)
+        cfg_i = TUNERS["intra"].pick(key, functools.partial(intra, i_c=i_c), K, V)
         intra(cfg_i, i_c)
     return u, lse
 
@@ -140,16 +141,37 @@ def read_fwd(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, *, scale: float,
     return o, lse
 
 
-def _contiguous(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return tuple(x.contiguous() for x in xs)
+class _ForwardOnly(torch.autograd.Function):
+    """Marks outputs of the forward kernels so that a backward pass fails loudly instead of silently giving no grad.
+
+    The backward kernels are not written yet (impl/triton_ops/README.md, "Status"); until they are, asking for a
+    gradient through backend="triton" raises instead of returning zeros or detaching.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:
+        raise NotImplementedError("backend='triton': the DeltaFormer backward kernels are not implemented yet; "
+                                  "use backend='torch' for gradients")
+
+
+def _mark(out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):
+        result: torch.Tensor = _ForwardOnly.apply(out, *inputs)  # type: ignore[no-untyped-call]
+        return result
+    return out
 
 
 def deltaformer_u(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, kernel: str,
                   scale: float, chunk_size: int, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
     """DF.1 via DF.4: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j, chunk by chunk. -> u [B, T, H, V]."""
-    w, k, v, beta = _contiguous(w, k, v, beta)
+    inputs = (w, k, v, beta)
+    w, k, v, beta = (x.detach().contiguous() for x in inputs)
     u, _ = u_fwd(w, k, v, beta, kernel=kernel, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
-    return u
+    return _mark(u, *inputs)
 
 
 def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, write: str,
@@ -160,14 +182,15 @@ def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
     ``scale`` None: 1/sqrt(K) for the read-out and for softmax/exp writes, 1 for linear/round writes; a number is
     used for both.
     """
-    q, k, v, beta = _contiguous(q, k, v, beta)
+    inputs = (q, k, v, beta)
+    q, k, v, beta = (x.detach().contiguous() for x in inputs)
     K = q.shape[-1]
     read_scale = K ** -0.5 if scale is None else float(scale)
     write_scale = (1.0 if kernel in ("linear", "round") else K ** -0.5) if scale is None else float(scale)
     w = k if write == "k" else q
     u, _ = u_fwd(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
     o, _ = read_fwd(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
-    return o
+    return _mark(o, *inputs)
 
 
 WRITE_KERNELS: tuple[str, ...] = ("softmax", "exp", "linear", "round")
@@ -184,12 +207,12 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
             base = {"H": 4, "K": D, "V": D, "BK": BK, "BV": BV, "IS_VARLEN": True, "ACC": tl.float32,
                     "DOT_PRECISION": "ieee"}
             for kernel in kernels:
-                sig = {"w": p, "k": p, "u": p, "m": "*fp32", "l": "*fp32", "acc": "*fp32", "cu_seqlens": "*i32",
+                sig = {"w": p, "k": p, "u": p, "m": "*fp32", "lsum": "*fp32", "acc": "*fp32", "cu_seqlens": "*i32",
                        "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
                 for cfg in prefix_configs(D, D):
                     out.append(AotVariant("deltaformer_fwd_kernel_prefix", kern.deltaformer_fwd_kernel_prefix, sig,
                                           {**base, "KERNEL": kernel, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
-                sig = {"w": p, "k": p, "v": p, "beta": p, "u": p, "m": "*fp32", "l": "*fp32", "acc": "*fp32",
+                sig = {"w": p, "k": p, "v": p, "beta": p, "u": p, "m": "*fp32", "lsum": "*fp32", "acc": "*fp32",
                        "lse": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
                 for cfg in intra_configs(D, D):
                     out.append(AotVariant("deltaformer_fwd_kernel_intra", kern.deltaformer_fwd_kernel_intra, sig,

@@ -93,7 +93,7 @@ def _inverse_unit_lower(b_A, n, BT: tl.constexpr):
 
 @triton.jit(do_not_specialize=["T", "C", "i_c"])
 def deltaformer_fwd_kernel_prefix(
-    w, k, u, m, l, acc, cu_seqlens, scale, T, C, i_c,
+    w, k, u, m, lsum, acc, cu_seqlens, scale, T, C, i_c,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     KERNEL: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -113,7 +113,7 @@ def deltaformer_fwd_kernel_prefix(
     u += (bos * H + i_h) * V + i_v * BV
     acc += (bos * H + i_h) * V + i_v * BV
     m += bos * H + i_h
-    l += bos * H + i_h
+    lsum += bos * H + i_h
     o_i = tl.arange(0, BT)
     o_j = tl.arange(0, BS)
     o_k = tl.arange(0, BK)
@@ -146,12 +146,12 @@ def deltaformer_fwd_kernel_prefix(
              mask=m_t[:, None] & m_v[None, :])
     if KERNEL == "softmax":
         tl.store(_vec(m, r0, H, o_i), b_m.to(m.dtype.element_ty), mask=m_t)
-        tl.store(_vec(l, r0, H, o_i), b_l.to(l.dtype.element_ty), mask=m_t)
+        tl.store(_vec(lsum, r0, H, o_i), b_l.to(lsum.dtype.element_ty), mask=m_t)
 
 
 @triton.jit(do_not_specialize=["T", "C", "i_c"])
 def deltaformer_fwd_kernel_intra(
-    w, k, v, beta, u, m, l, acc, lse, cu_seqlens, scale, T, C, i_c,
+    w, k, v, beta, u, m, lsum, acc, lse, cu_seqlens, scale, T, C, i_c,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     KERNEL: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr,
@@ -170,7 +170,7 @@ def deltaformer_fwd_kernel_intra(
     acc += (bos * H + i_h) * V + i_v * BV
     beta += bos * H + i_h
     m += bos * H + i_h
-    l += bos * H + i_h
+    lsum += bos * H + i_h
     lse += bos * H + i_h
     o_i = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
@@ -188,7 +188,7 @@ def deltaformer_fwd_kernel_intra(
         b_acc = tl.load(_tile(acc, r0, H * V, o_i, o_v), mask=m_tv, other=0.0).to(ACC)
         if KERNEL == "softmax":
             b_m = tl.load(_vec(m, r0, H, o_i), mask=m_t, other=float("-inf")).to(ACC)
-            b_l = tl.load(_vec(l, r0, H, o_i), mask=m_t, other=0.0).to(ACC)
+            b_l = tl.load(_vec(lsum, r0, H, o_i), mask=m_t, other=0.0).to(ACC)
         else:
             b_m = tl.zeros([BT], dtype=ACC)
             b_l = tl.zeros([BT], dtype=ACC)
