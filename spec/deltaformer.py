@@ -127,8 +127,8 @@ def write_similarity_row(w_t: Array, K_prev: Array, *, kernel: str, scale: Any) 
 def deltaformer_u_recurrence(w: Array, k: Array, v: Array, beta: Array, *, kernel: str, scale: Any) -> Array:
     """DF.1 [paper][code]: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j, token by token.
 
-    The definition: [paper] for the form, [code] for beta_t and the softmax over j < t; u_0 = v_0. w, k [T, d_k], v [T, d_v], beta [T] -> u [T, d_v].
-    Inputs are assumed validated (see ``deltaformer_u``).
+    The definition: [paper] for the form, [code] for beta_t and the softmax over j < t; u_0 = v_0.
+    w, k [T, d_k], v [T, d_v], beta [T] -> u [T, d_v]. Inputs are assumed validated (see ``deltaformer_u``).
     """
     T = v.shape[0]
     u = precision.zeros(v.shape, v)
@@ -136,7 +136,8 @@ def deltaformer_u_recurrence(w: Array, k: Array, v: Array, beta: Array, *, kerne
         if t == 0:
             u[0] = v[0]
             continue
-        u[t] = v[t] - beta[t] * (write_similarity_row(w[t], k[:t], kernel=kernel, scale=scale) @ u[:t])
+        kappa_1 = write_similarity_row(w[t], k[:t], kernel=kernel, scale=scale)
+        u[t] = v[t] - beta[t] * (kappa_1 @ u[:t])
     return u
 
 

@@ -130,10 +130,12 @@ def solve(A: Array, B: Array) -> Array:
     """
     if not is_mp(A, B):
         return np.linalg.solve(A, B)
-    M = mpmath.matrix(A.tolist())
+    # One LU factorisation (mpmath's LU_decomp, partial pivoting), then a forward and a back substitution per column.
+    LU, pivots = mpmath.mp.LU_decomp(mpmath.matrix(A.tolist()))
     X = np.empty(B.shape, dtype=object)
     for col in range(B.shape[1]):
-        x = mpmath.lu_solve(M, mpmath.matrix(B[:, col].tolist()))
+        y = mpmath.mp.L_solve(LU, mpmath.matrix(B[:, col].tolist()), pivots)
+        x = mpmath.mp.U_solve(LU, y)
         for row in range(B.shape[0]):
             X[row, col] = x[row]
     return X

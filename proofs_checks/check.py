@@ -1,0 +1,64 @@
+"""What a check is: a claim, its provenance, the spec functions it exercises, and a measurement against a bound.
+
+A check decides from numbers. ``run(profile)`` returns an ``Outcome`` holding the measured value, the bound it was
+compared with, the verdict, and one line of detail (sample size, confidence interval, fitted slope). Checks never
+set mpmath's precision globally: they use ``spec.precision.workdps(profile.dps)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT", "THOROUGH", "Check", "Figure", "Outcome", "Profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How hard the checks work. ``samples`` multiplies Monte Carlo sample counts and sweep sizes."""
+
+    name: str
+    dps: int
+    samples: int
+    seed: int
+
+    def with_seed(self, seed: int) -> Profile:
+        """The same profile with another base seed."""
+        return Profile(self.name, self.dps, self.samples, seed)
+
+
+DEFAULT = Profile(name="default", dps=50, samples=1, seed=20250526)
+"""The default profile: 50 digits, base sample sizes (the whole run takes under 2 minutes)."""
+THOROUGH = Profile(name="thorough", dps=100, samples=8, seed=20250526)
+"""``--thorough``: 100 digits, eight times the samples."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one check: ``measured`` against ``bound``, the verdict, and one line of detail."""
+
+    measured: float
+    bound: float
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One claim of the paper (``id`` = its number in equations.md section 6, e.g. "C6"), checked by ``run``."""
+
+    id: str
+    claim: str
+    provenance: str
+    spec_functions: tuple[str, ...]
+    run: Callable[[Profile], Outcome]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A plot for the report: ``render(profile, path)`` writes a PNG to ``path``."""
+
+    filename: str
+    caption: str
+    render: Callable[[Profile, Path], None]
