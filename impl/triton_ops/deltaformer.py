@@ -34,10 +34,14 @@ def head_blocks(K: int, V: int) -> tuple[int, int]:
 
 
 def prefix_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row x key tiles of the prefix pass (GPU candidates; 64 x 64 spills on sm_80 for the softmax write)."""
+    """Row x key tiles of the prefix pass (GPU candidates). Every candidate compiles without spills on sm_80 and
+    sm_90a (``python -m impl.kernel_report``); 64 x 64 spills on sm_80, and so does 64 x 32 at K = 64 (exp, linear).
+    """
     if K > 128:
         return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2),
                 LaunchConfig({"BT": 64, "BS": 32}, num_warps=8, num_stages=2)]
+    if 32 < K <= 64:
+        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
     return [LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2),
             LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
 
@@ -50,10 +54,12 @@ def intra_configs(K: int, V: int) -> list[LaunchConfig]:
 
 
 def read_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row x key tiles of the read-out (FlashAttention-2 style)."""
+    """Row x key tiles of the read-out (FlashAttention-2 style); 64 x 64 spills on sm_80 for K > 64."""
     if K > 128:
         return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2),
                 LaunchConfig({"BT": 64, "BS": 32}, num_warps=8, num_stages=2)]
+    if K > 64:
+        return [LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2)]
     return [LaunchConfig({"BT": 64, "BS": 64}, num_warps=8, num_stages=2),
             LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2)]
 
