@@ -4,7 +4,7 @@ Kernels in ``chunk_kernels.py``; public backend functions in ``linear_attn.py`` 
 validated from ``impl`` (``impl/README.md``, "Backend contract").
 
 What the forward stores for the backward (``_ChunkFunction``): the per-block start states ``h`` [NBLK, H, K, V]
-(accumulation dtype) and, for the delta rule, ``w`` = A K [B, T, H, K] and ``v_new`` = U - W h [B, T, H, V]
+(accumulation dtype) and, for the delta rule, ``w`` = A K [B, T, H, K] (input dtype) and ``v_new`` = U - W h [B, T, H, V]
 (accumulation dtype); ``U`` = A V is dropped after the state pass, and ``A`` is recomputed per block in the backward.
 """
 
@@ -28,34 +28,45 @@ from impl.triton_ops._runtime import (
     next_power_of_2,
 )
 
-__all__ = ["Blocks", "aot_variants", "chunk_op", "head_blocks", "row_tile"]
+__all__ = ["Blocks", "aot_variants", "chunk_op", "kernel_config", "row_tile"]
 
 
-def row_tile(K: int, V: int, interp: bool | None = None) -> int:
-    """Rows per block BT (the tile every kernel of one call shares): 16 under the interpreter (so small test sequences
-    span several blocks and chunks), else 64 for K <= 64, 32 for K <= 128, 16 for K = 256 (larger tiles spill in
-    ``chunk_bwd_kernel_dqk``, which holds five [BT, BK] and three [BT, BT] fp32 tiles; ``python -m impl.kernel_report``).
-    """
-    if interpreting() if interp is None else interp:
+def _interp(interp: bool | None) -> bool:
+    return interpreting() if interp is None else interp
+
+
+def row_tile(K: int, interp: bool | None = None) -> int:
+    """Rows per block BT, shared by every kernel of one call: 16 under the interpreter (so small test sequences span
+    several blocks and chunks), else 32 for K <= 128 and 16 for K = 256. 64 rows spill on sm_80 in the WY kernel
+    (the [BT, BT] in-register inverse) and in ``chunk_bwd_kernel_dqk`` (``python -m impl.kernel_report``)."""
+    if _interp(interp):
         return 16
-    return 64 if K <= 64 else 32 if K <= 128 else 16
+    return 32 if K <= 128 else 16
 
 
-def head_blocks(K: int, V: int, interp: bool | None = None) -> tuple[int, int]:
-    """(BK, BV): K is one padded block (W h and Q K^T need all of it); V is split into <= 64 (32 at K = 256) columns.
-
-    Under the interpreter BV = 16, so V = 32 already exercises the column split.
-    """
-    BK = max(16, next_power_of_2(K))
-    cap = 16 if (interpreting() if interp is None else interp) else 64 if K <= 128 else 32
-    return BK, min(cap, max(16, next_power_of_2(V)))
+def block_k(K: int) -> int:
+    """BK: K is one padded block (W h and Q K^T need all of it)."""
+    return max(16, next_power_of_2(K))
 
 
-def num_warps(K: int, interp: bool | None = None) -> int:
-    """4 warps up to K = 64, 8 above (the [BK, BV] state and [BT, BK] tiles grow with K)."""
-    if interpreting() if interp is None else interp:
-        return 1
-    return 4 if K <= 64 else 8
+# per kernel and head-dim class: (BV cap, num_warps); every entry compiles without spills on sm_80 and sm_90a
+_GPU_CONFIGS: dict[str, dict[int, tuple[int, int]]] = {
+    "wy": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
+    "fwd_h": {64: (32, 4), 128: (32, 8), 256: (16, 8)},
+    "fwd_o": {64: (64, 4), 128: (32, 4), 256: (32, 8)},
+    "bwd_dh": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
+    "bwd_dqk": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
+    "bwd_wy": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
+}
+
+
+def kernel_config(stage: str, K: int, V: int, interp: bool | None = None) -> tuple[int, int]:
+    """(BV, num_warps) of one kernel: V is split into column blocks of BV (a storage-independent choice, so it may
+    differ between kernels; only BT must agree). Under the interpreter BV = 16, so V = 33 spans three blocks."""
+    if _interp(interp):
+        return 16, 1
+    cap, warps = _GPU_CONFIGS[stage][64 if K <= 64 else 128 if K <= 128 else 256]
+    return min(cap, max(16, next_power_of_2(V))), warps
 
 
 @dataclass(frozen=True)
@@ -97,12 +108,13 @@ def _tl_acc(dtype: torch.dtype) -> Any:
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _common(q: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor | None) -> dict[str, Any]:
+def _common(q: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor | None, stage: str) -> dict[str, Any]:
+    """Constexprs and launch options of one kernel (``stage`` keys ``_GPU_CONFIGS``)."""
     H, K, V = q.shape[2], q.shape[3], v.shape[3]
-    BK, BV = head_blocks(K, V)
-    prec, solve = dot_precisions(q.dtype)
-    return {"H": H, "K": K, "V": V, "BT": row_tile(K, V), "BK": BK, "BV": BV, "IS_VARLEN": cu_seqlens is not None,
-            "ACC": _tl_acc(q.dtype), "DOT_PRECISION": prec, "num_warps": num_warps(K), "num_stages": 1}
+    BV, warps = kernel_config(stage, K, V)
+    prec, _ = dot_precisions(q.dtype)
+    return {"H": H, "K": K, "V": V, "BT": row_tile(K), "BK": block_k(K), "BV": BV, "IS_VARLEN": cu_seqlens is not None,
+            "ACC": _tl_acc(q.dtype), "DOT_PRECISION": prec, "num_warps": warps, "num_stages": 1}
 
 
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor | None, scale: float,
@@ -111,29 +123,29 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
     """(o, final state or None, saved tensors for the backward). beta None: linear attention, else the delta rule."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    cm = _common(q, v, cu_seqlens)
-    blk = Blocks.make(B, T, cu_seqlens, chunk_size, cm["BT"], q.device)
+    blk = Blocks.make(B, T, cu_seqlens, chunk_size, row_tile(K), q.device)
     adt = acc_dtype(q.dtype)
     _, solve = dot_precisions(q.dtype)
-    NV = triton.cdiv(V, cm["BV"])
     lay = (cu_seqlens, blk.boffs, T, blk.C, blk.NB)
     delta = beta is not None
     if delta:
         assert beta is not None
-        w = torch.empty(B, T, H, K, dtype=adt, device=q.device)
+        w = torch.empty_like(k)
         u = torch.empty(B, T, H, V, dtype=adt, device=q.device)
         kern.delta_rule_fwd_kernel_wy[(blk.max_blocks, blk.N * H)](k, v, beta, w, u, *lay, SOLVE_PRECISION=solve,
-                                                                   **cm)
+                                                                   **_common(q, v, cu_seqlens, "wy"))
         vn = torch.empty(B, T, H, V, dtype=adt, device=q.device)
     else:
         w, u, vn = k, v, v
     h = torch.empty(blk.total, H, K, V, dtype=adt, device=q.device)
     ht = torch.empty(blk.N, H, K, V, dtype=q.dtype, device=q.device) if output_final_state else None
-    kern.chunk_fwd_kernel_h[(NV, blk.N * H)](
+    cm = _common(q, v, cu_seqlens, "fwd_h")
+    kern.chunk_fwd_kernel_h[(triton.cdiv(V, cm["BV"]), blk.N * H)](
         k, v, w, u, h, vn, initial_state if initial_state is not None else h, ht if ht is not None else h, *lay,
         DELTA=delta, USE_H0=initial_state is not None, STORE_HT=ht is not None, SOLVE_PRECISION=solve, **cm)
     o = torch.empty_like(v)
-    kern.chunk_fwd_kernel_o[(blk.max_blocks, NV, blk.N * H)](q, k, vn, h, o, cu_seqlens, blk.boffs, scale, T, blk.C,
+    cm = _common(q, v, cu_seqlens, "fwd_o")
+    kern.chunk_fwd_kernel_o[(blk.max_blocks, triton.cdiv(V, cm["BV"]), blk.N * H)](q, k, vn, h, o, cu_seqlens, blk.boffs, scale, T, blk.C,
                                                              blk.NB, **cm)
     saved = {"h": h, "w": w, "vn": vn, "blk": blk}
     return o, ht, saved
@@ -145,26 +157,32 @@ def backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
     """(dq, dk, dv, dbeta or None, d initial_state) in the accumulation dtype."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    cm = _common(q, v, cu_seqlens)
     blk: Blocks = saved["blk"]
     adt = acc_dtype(q.dtype)
     _, solve = dot_precisions(q.dtype)
-    NV = triton.cdiv(V, cm["BV"])
     lay = (cu_seqlens, blk.boffs, scale, T, blk.C, blk.NB)
     delta = beta is not None
     dh = torch.empty(blk.total, H, K, V, dtype=adt, device=q.device)
     dh0 = torch.empty(blk.N, H, K, V, dtype=adt, device=q.device)
     dvn = torch.empty(B, T, H, V, dtype=adt, device=q.device)
-    kern.chunk_bwd_kernel_dh[(NV, blk.N * H)](
+    cm = _common(q, v, cu_seqlens, "bwd_dh")
+    kern.chunk_bwd_kernel_dh[(triton.cdiv(V, cm["BV"]), blk.N * H)](
         q, k, saved["w"], do, dh, dvn, dht if dht is not None else dh0, dh0, *lay,
         DELTA=delta, USE_DHT=dht is not None, SOLVE_PRECISION=solve, **cm)
     dq = torch.empty(B, T, H, K, dtype=adt, device=q.device)
     dk = torch.empty(B, T, H, K, dtype=adt, device=q.device)
-    dv = torch.empty(B, T, H, V, dtype=adt, device=q.device) if delta else dvn
-    dbeta = torch.empty(B, T, H, dtype=adt, device=q.device) if delta else None
+    dw = torch.empty(B, T, H, K, dtype=adt, device=q.device) if delta else dq
     kern.chunk_bwd_kernel_dqk[(blk.max_blocks, blk.N * H)](
-        q, k, v, beta if beta is not None else q, saved["vn"], do, saved["h"], dh, dvn, dq, dk, dv,
-        dbeta if dbeta is not None else dq, *lay, DELTA=delta, SOLVE_PRECISION=solve, **cm)
+        q, k, saved["vn"], do, saved["h"], dh, dvn, dq, dk, dw, *lay, DELTA=delta, SOLVE_PRECISION=solve,
+        **_common(q, v, cu_seqlens, "bwd_dqk"))
+    if not delta:
+        return dq, dk, dvn, None, dh0
+    assert beta is not None
+    dv = torch.empty(B, T, H, V, dtype=adt, device=q.device)
+    dbeta = torch.empty(B, T, H, dtype=adt, device=q.device)
+    kern.delta_rule_bwd_kernel_wy[(blk.max_blocks, blk.N * H)](
+        k, v, beta, dw, dvn, dk, dv, dbeta, cu_seqlens, blk.boffs, T, blk.C, blk.NB, SOLVE_PRECISION=solve,
+        **_common(q, v, cu_seqlens, "bwd_wy"))
     return dq, dk, dv, dbeta, dh0
 
 
@@ -213,35 +231,38 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
                  ops: tuple[str, ...] = ("linear_attn", "delta_rule")) -> list[AotVariant]:
     """Every compilation the linear attention / delta rule launchers request on a GPU for these head dims (K == V)."""
     out: list[AotVariant] = []
+
+    def add(name: str, stage: str, D: int, sig: dict[str, str], extra: dict[str, Any]) -> None:
+        BV, warps = kernel_config(stage, D, D, interp=False)
+        cx = {"H": 4, "K": D, "V": D, "BT": row_tile(D, interp=False), "BK": block_k(D), "BV": BV, "IS_VARLEN": True,
+              "ACC": tl.float32, "DOT_PRECISION": "ieee", **extra}
+        out.append(AotVariant(name, getattr(kern, name), sig, cx, warps, 1))
+
     for dt in dtypes:
         for D in head_dims:
-            BK, BV = head_blocks(D, D, interp=False)
             p, a = f"*{dt}", "*fp32"
-            base = {"H": 4, "K": D, "V": D, "BT": row_tile(D, D, interp=False), "BK": BK, "BV": BV, "IS_VARLEN": True,
-                    "ACC": tl.float32, "DOT_PRECISION": "ieee"}
-            nw = num_warps(D, interp=False)
             lay = {"cu_seqlens": "*i64", "boffs": "*i32"}
             lay_s = {**lay, "scale": "fp32"}
             tail = {"T": "i32", "C": "i32", "NB": "i32"}
             for op in ops:
                 delta = op == "delta_rule"
+                f = a if delta else p
+                solve = {"SOLVE_PRECISION": "tf32x3"}
                 if delta:
-                    sig = {"k": p, "v": p, "beta": p, "w": a, "u": a, **lay, **tail}
-                    out.append(AotVariant("delta_rule_fwd_kernel_wy", kern.delta_rule_fwd_kernel_wy, sig,
-                                          {**base, "SOLVE_PRECISION": "tf32x3"}, nw, 1))
-                sig = {"k": p, "v": p, "w": a if delta else p, "u": a if delta else p, "h": a, "vn": a if delta else p,
-                       "h0": p, "ht": p, **lay, **tail}
-                out.append(AotVariant("chunk_fwd_kernel_h", kern.chunk_fwd_kernel_h, sig,
-                                      {**base, "DELTA": delta, "USE_H0": True, "STORE_HT": True,
-                                       "SOLVE_PRECISION": "tf32x3"}, nw, 1))
-                sig = {"q": p, "k": p, "vn": a if delta else p, "h": a, "o": p, **lay_s, **tail}
-                out.append(AotVariant("chunk_fwd_kernel_o", kern.chunk_fwd_kernel_o, sig, dict(base), nw, 1))
-                sig = {"q": p, "k": p, "w": a if delta else p, "do": p, "dh": a, "dvn": a, "dht": p, "dh0": a,
-                       **lay_s, **tail}
-                out.append(AotVariant("chunk_bwd_kernel_dh", kern.chunk_bwd_kernel_dh, sig,
-                                      {**base, "DELTA": delta, "USE_DHT": True, "SOLVE_PRECISION": "tf32x3"}, nw, 1))
-                sig = {"q": p, "k": p, "v": p, "beta": p, "vn": a if delta else p, "do": p, "h": a, "dh": a,
-                       "dvn": a, "dq": a, "dk": a, "dv": a, "dbeta": a, **lay_s, **tail}
-                out.append(AotVariant("chunk_bwd_kernel_dqk", kern.chunk_bwd_kernel_dqk, sig,
-                                      {**base, "DELTA": delta, "SOLVE_PRECISION": "tf32x3"}, nw, 1))
+                    add("delta_rule_fwd_kernel_wy", "wy", D,
+                        {"k": p, "v": p, "beta": p, "w": p, "u": a, **lay, **tail}, solve)
+                add("chunk_fwd_kernel_h", "fwd_h", D,
+                    {"k": p, "v": p, "w": p, "u": f, "h": a, "vn": f, "h0": p, "ht": p, **lay, **tail},
+                    {"DELTA": delta, "USE_H0": True, "STORE_HT": True, **solve})
+                add("chunk_fwd_kernel_o", "fwd_o", D, {"q": p, "k": p, "vn": f, "h": a, "o": p, **lay_s, **tail}, {})
+                add("chunk_bwd_kernel_dh", "bwd_dh", D,
+                    {"q": p, "k": p, "w": p, "do": p, "dh": a, "dvn": a, "dht": p, "dh0": a, **lay_s, **tail},
+                    {"DELTA": delta, "USE_DHT": True, **solve})
+                add("chunk_bwd_kernel_dqk", "bwd_dqk", D,
+                    {"q": p, "k": p, "vn": f, "do": p, "h": a, "dh": a, "dvn": a, "dq": a, "dk": a, "dw": a,
+                     **lay_s, **tail}, {"DELTA": delta, **solve})
+                if delta:
+                    add("delta_rule_bwd_kernel_wy", "bwd_wy", D,
+                        {"k": p, "v": p, "beta": p, "dw": a, "dvn": a, "dk": a, "dv": a, "dbeta": a, **lay, **tail},
+                        solve)
     return out

@@ -13,7 +13,8 @@ Per block with start state h (DELTA: delta rule; otherwise linear attention, v_n
   ``chunk_fwd_kernel_o``        o = scale (Q h_b + tril(Q K^T) v_new)
   ``chunk_bwd_kernel_dh``       blocks in reverse: store dH_b (gradient of the state at the block's END);
                                 dv_new = scale tril(Q K^T)^T dO + K dH; dH += scale Q^T dO - W^T dv_new; d(initial state)
-  ``chunk_bwd_kernel_dqk``      dq, dk (and for DELTA: dv = A^T dv_new, dbeta, the WY part of dk, A recomputed)
+  ``chunk_bwd_kernel_dqk``      dq, dk from o and the state; for DELTA dW = -dv_new h^T
+  ``delta_rule_bwd_kernel_wy``  A recomputed; dv = A^T dv_new, dbeta, dk += the WY part (from dA, dW)
 
 Layout [B, T, H, D] (row-major); with ``cu_seqlens`` B == 1 and the rows of sequence n are [bos, eos).
 """
@@ -156,10 +157,11 @@ def chunk_fwd_kernel_h(
         # [BT, BK]
         b_k = tl.load(_tile(k, bs, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
         if DELTA:
-            b_w = tl.load(_tile(w, bs, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0).to(ACC)
+            b_w = tl.load(_tile(w, bs, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
             b_u = tl.load(_tile(u, bs, H * V, o_i, o_v), mask=m_t[:, None] & m_v[None, :], other=0.0).to(ACC)
-            # the residual U - W h is formed in ACC, never in the input type
-            b_vn = b_u - tl.dot(b_w, b_h, input_precision=SOLVE_PRECISION)
+            # the residual U - W h is formed in ACC, never in the input type; the product's operands are the input
+            # type (W is stored in it; h is rounded to it), as the other state products
+            b_vn = b_u - tl.dot(b_w, b_h.to(b_w.dtype), input_precision=DOT_PRECISION).to(ACC)
             tl.store(_tile(vn, bs, H * V, o_i, o_v), b_vn.to(vn.dtype.element_ty), mask=m_t[:, None] & m_v[None, :])
         else:
             b_vn = tl.load(_tile(v, bs, H * V, o_i, o_v), mask=m_t[:, None] & m_v[None, :], other=0.0)
@@ -267,7 +269,7 @@ def chunk_bwd_kernel_dh(
 
 @triton.jit(do_not_specialize=["T", "C", "NB"])
 def chunk_bwd_kernel_dqk(
-    q, k, v, beta, vn, do, h, dh, dvn, dq, dk, dv, dbeta, cu_seqlens, boffs, scale, T, C, NB,
+    q, k, vn, do, h, dh, dvn, dq, dk, dw, cu_seqlens, boffs, scale, T, C, NB,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     DELTA: tl.constexpr,
@@ -284,13 +286,10 @@ def chunk_bwd_kernel_dqk(
     k += (bos * H + i_h) * K
     dq += (bos * H + i_h) * K
     dk += (bos * H + i_h) * K
-    v += (bos * H + i_h) * V
+    dw += (bos * H + i_h) * K
     vn += (bos * H + i_h) * V
     do += (bos * H + i_h) * V
     dvn += (bos * H + i_h) * V
-    dv += (bos * H + i_h) * V
-    beta += bos * H + i_h
-    dbeta += bos * H + i_h
     h += i_h * K * V
     dh += i_h * K * V
     o_i = tl.arange(0, BT)
@@ -308,11 +307,6 @@ def chunk_bwd_kernel_dqk(
     b_dw = tl.zeros([BT, BK], dtype=ACC)
     # [BT, BT]
     b_ds = tl.zeros([BT, BT], dtype=ACC)
-    b_dA = tl.zeros([BT, BT], dtype=ACC)
-    if DELTA:
-        b_beta = tl.load(beta + tl.cast(bs, tl.int64) * H + o_i * H, mask=m_t, other=0.0).to(ACC)
-        b_X, b_kk = _wy_inverse(b_k, b_beta, be - bs, BT, ACC, DOT_PRECISION)
-        b_A = b_X * b_beta[None, :]
     for i_v in range(0, tl.cdiv(V, BV)):
         m_v = o_v < V - i_v * BV
         m_tv = m_t[:, None] & m_v[None, :]
@@ -321,39 +315,87 @@ def chunk_bwd_kernel_dqk(
         b_vn = tl.load(_tile(vn + i_v * BV, bs, H * V, o_i, o_v), mask=m_tv, other=0.0).to(b_q.dtype)
         b_do = tl.load(_tile(do + i_v * BV, bs, H * V, o_i, o_v), mask=m_tv, other=0.0)
         # [BK, BV]: state at the block start, gradient of the state at the block end
-        b_h = tl.load(_state(h + i_v * BV, n0 + i_b, H, K, V, o_k, o_v), mask=m_h, other=0.0)
-        b_dh = tl.load(_state(dh + i_v * BV, n0 + i_b, H, K, V, o_k, o_v), mask=m_h, other=0.0)
+        b_h = tl.load(_state(h + i_v * BV, n0 + i_b, H, K, V, o_k, o_v), mask=m_h, other=0.0).to(b_q.dtype)
+        b_dh = tl.load(_state(dh + i_v * BV, n0 + i_b, H, K, V, o_k, o_v), mask=m_h, other=0.0).to(b_q.dtype)
         b_ds += tl.dot(b_do, tl.trans(b_vn), input_precision=DOT_PRECISION).to(ACC)
-        b_dq += tl.dot(b_do, tl.trans(b_h.to(b_do.dtype)), input_precision=DOT_PRECISION).to(ACC)
-        b_dk += tl.dot(b_vn, tl.trans(b_dh.to(b_vn.dtype)), input_precision=DOT_PRECISION).to(ACC)
+        b_dq += tl.dot(b_do, tl.trans(b_h), input_precision=DOT_PRECISION).to(ACC)
+        b_dk += tl.dot(b_vn, tl.trans(b_dh), input_precision=DOT_PRECISION).to(ACC)
         if DELTA:
+            # v_new = U - W h: dW = -dv_new h^T
             b_dvn = tl.load(_tile(dvn + i_v * BV, bs, H * V, o_i, o_v), mask=m_tv, other=0.0).to(ACC)
-            b_v = tl.load(_tile(v + i_v * BV, bs, H * V, o_i, o_v), mask=m_tv, other=0.0).to(ACC)
-            # v_new = U - W h: dW = -dv_new h^T; U = A V, W = A K: dA = dv_new V^T + dW K^T, dV = A^T dv_new
             b_dw -= tl.dot(b_dvn, tl.trans(b_h.to(ACC)), input_precision=SOLVE_PRECISION)
-            b_dA += tl.dot(b_dvn, tl.trans(b_v), input_precision=SOLVE_PRECISION)
-            b_dv = tl.dot(tl.trans(b_A), b_dvn, input_precision=SOLVE_PRECISION)
-            tl.store(_tile(dv + i_v * BV, bs, H * V, o_i, o_v), b_dv.to(dv.dtype.element_ty), mask=m_tv)
     # o = scale (Q h + tril(Q K^T) v_new)
     b_ds = tl.where(o_i[:, None] >= o_i[None, :], b_ds, 0.0) * scale
     b_dq = b_dq * scale + tl.dot(b_ds.to(b_k.dtype), b_k, input_precision=DOT_PRECISION).to(ACC)
     b_dk += tl.dot(tl.trans(b_ds.to(b_q.dtype)), b_q, input_precision=DOT_PRECISION).to(ACC)
-    if DELTA:
-        b_kf = b_k.to(ACC)
-        b_dA += tl.dot(b_dw, tl.trans(b_kf), input_precision=SOLVE_PRECISION)
-        b_dk += tl.dot(tl.trans(b_A), b_dw, input_precision=SOLVE_PRECISION)
-        # A = X diag(beta): dbeta_j = sum_i dA_ij X_ij, dX = dA diag(beta)
-        b_dbeta = tl.sum(b_dA * b_X, 0)
-        b_dX = b_dA * b_beta[None, :]
-        # X = (I + L)^-1: dL = -X^T dX X^T on the strict lower triangle
-        b_dL = tl.dot(b_dX, tl.trans(b_X), input_precision=SOLVE_PRECISION)
-        b_dL = -tl.dot(tl.trans(b_X), b_dL, input_precision=SOLVE_PRECISION)
-        b_dL = tl.where(o_i[:, None] > o_i[None, :], b_dL, 0.0)
-        # L_ij = beta_i k_i . k_j (i > j)
-        b_dbeta += tl.sum(b_dL * b_kk, 1)
-        b_dG = b_dL * b_beta[:, None]
-        b_dk += tl.dot(b_dG, b_kf, input_precision=SOLVE_PRECISION)
-        b_dk += tl.dot(tl.trans(b_dG), b_kf, input_precision=SOLVE_PRECISION)
-        tl.store(dbeta + tl.cast(bs, tl.int64) * H + o_i * H, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
     tl.store(_tile(dq, bs, H * K, o_i, o_k), b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    tl.store(_tile(dk, bs, H * K, o_i, o_k), b_dk.to(dk.dtype.element_ty), mask=m_tk)
+    if DELTA:
+        tl.store(_tile(dw, bs, H * K, o_i, o_k), b_dw.to(dw.dtype.element_ty), mask=m_tk)
+
+
+@triton.jit(do_not_specialize=["T", "C", "NB"])
+def delta_rule_bwd_kernel_wy(
+    k, v, beta, dw, dvn, dk, dv, dbeta, cu_seqlens, boffs, T, C, NB,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr, SOLVE_PRECISION: tl.constexpr,
+):
+    """W = A K, U = A V (dU = dv_new), A = X diag(beta), X = (I + L)^-1: dv, dbeta, and dk += the WY part."""
+    i_b, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    if i_b >= tl.load(boffs + i_n + 1) - tl.load(boffs + i_n):
+        return
+    bs, be = _block_rows(i_b, C, NB, (eos - bos).to(tl.int32), BT)
+    k += (bos * H + i_h) * K
+    dk += (bos * H + i_h) * K
+    dw += (bos * H + i_h) * K
+    v += (bos * H + i_h) * V
+    dvn += (bos * H + i_h) * V
+    dv += (bos * H + i_h) * V
+    beta += bos * H + i_h
+    dbeta += bos * H + i_h
+    o_i = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    m_t = bs + o_i < be
+    m_k = o_k < K
+    m_tk = m_t[:, None] & m_k[None, :]
+
+    # [BT, BK]
+    b_k = tl.load(_tile(k, bs, H * K, o_i, o_k), mask=m_tk, other=0.0)
+    b_beta = tl.load(beta + tl.cast(bs, tl.int64) * H + o_i * H, mask=m_t, other=0.0).to(ACC)
+    # [BT, BT]
+    b_X, b_kk = _wy_inverse(b_k, b_beta, be - bs, BT, ACC, DOT_PRECISION)
+    b_A = b_X * b_beta[None, :]
+    b_dA = tl.zeros([BT, BT], dtype=ACC)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        m_tv = m_t[:, None] & (o_v < V - i_v * BV)[None, :]
+        # [BT, BV]
+        b_dvn = tl.load(_tile(dvn + i_v * BV, bs, H * V, o_i, o_v), mask=m_tv, other=0.0).to(ACC)
+        b_v = tl.load(_tile(v + i_v * BV, bs, H * V, o_i, o_v), mask=m_tv, other=0.0).to(ACC)
+        # U = A V: dA += dU V^T, dV = A^T dU
+        b_dA += tl.dot(b_dvn, tl.trans(b_v), input_precision=SOLVE_PRECISION)
+        b_dv = tl.dot(tl.trans(b_A), b_dvn, input_precision=SOLVE_PRECISION)
+        tl.store(_tile(dv + i_v * BV, bs, H * V, o_i, o_v), b_dv.to(dv.dtype.element_ty), mask=m_tv)
+    b_kf = b_k.to(ACC)
+    # W = A K: dA += dW K^T, dK += A^T dW
+    b_dw = tl.load(_tile(dw, bs, H * K, o_i, o_k), mask=m_tk, other=0.0).to(ACC)
+    b_dA += tl.dot(b_dw, tl.trans(b_kf), input_precision=SOLVE_PRECISION)
+    b_dk = tl.load(_tile(dk, bs, H * K, o_i, o_k), mask=m_tk, other=0.0).to(ACC)
+    b_dk += tl.dot(tl.trans(b_A), b_dw, input_precision=SOLVE_PRECISION)
+    # A = X diag(beta): dbeta_j = sum_i dA_ij X_ij, dX = dA diag(beta)
+    b_dbeta = tl.sum(b_dA * b_X, 0)
+    b_dX = b_dA * b_beta[None, :]
+    # X = (I + L)^-1: dL = -X^T dX X^T on the strict lower triangle
+    b_dL = tl.dot(b_dX, tl.trans(b_X), input_precision=SOLVE_PRECISION)
+    b_dL = -tl.dot(tl.trans(b_X), b_dL, input_precision=SOLVE_PRECISION)
+    b_dL = tl.where(o_i[:, None] > o_i[None, :], b_dL, 0.0)
+    # L_ij = beta_i k_i . k_j (i > j)
+    b_dbeta += tl.sum(b_dL * b_kk, 1)
+    b_dG = b_dL * b_beta[:, None]
+    b_dk += tl.dot(b_dG, b_kf, input_precision=SOLVE_PRECISION)
+    b_dk += tl.dot(tl.trans(b_dG), b_kf, input_precision=SOLVE_PRECISION)
+    tl.store(dbeta + tl.cast(bs, tl.int64) * H + o_i * H, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
     tl.store(_tile(dk, bs, H * K, o_i, o_k), b_dk.to(dk.dtype.element_ty), mask=m_tk)
