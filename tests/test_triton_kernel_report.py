@@ -25,5 +25,7 @@ def test_every_kernel_compiles_for_sm80_and_sm90a_without_spills_on_tensor_cores
     assert {r.arch for r in results} == set(kernel_report.ARCHS)
     assert {r.kernel for r in results} >= {"deltaformer_fwd_kernel_prefix", "deltaformer_fwd_kernel_intra",
                                            "deltaformer_fwd_kernel_read"}
+    assert {r.kernel for r in results} >= {"delta_rule_fwd_kernel_wy", "chunk_fwd_kernel_h", "chunk_fwd_kernel_o",
+                                           "chunk_bwd_kernel_dh", "chunk_bwd_kernel_dqk", "delta_rule_bwd_kernel_wy"}
     bad = [r for r in results if not r.ok]
     assert not bad, "\n" + kernel_report.format_table(bad)

@@ -4,8 +4,9 @@ Kernels in ``chunk_kernels.py``; public backend functions in ``linear_attn.py`` 
 validated from ``impl`` (``impl/README.md``, "Backend contract").
 
 What the forward stores for the backward (``_ChunkFunction``): the per-block start states ``h`` [NBLK, H, K, V]
-(accumulation dtype) and, for the delta rule, ``w`` = A K [B, T, H, K] (input dtype) and ``v_new`` = U - W h [B, T, H, V]
-(accumulation dtype); ``U`` = A V is dropped after the state pass, and ``A`` is recomputed per block in the backward.
+(accumulation dtype) and, for the delta rule, ``w`` = A K [B, T, H, K] (input dtype) and ``v_new`` = U - W h
+[B, T, H, V] (accumulation dtype); ``U`` = A V is dropped after the state pass; ``A`` is recomputed per block in the
+backward.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from impl.triton_ops._runtime import (
     HEAD_DIMS,
     LOW_PRECISION,
     AotVariant,
-    LaunchConfig,
     dot_precisions,
     interpreting,
     next_power_of_2,
@@ -55,8 +55,8 @@ _GPU_CONFIGS: dict[str, dict[int, tuple[int, int]]] = {
     "fwd_h": {64: (32, 4), 128: (32, 8), 256: (16, 8)},
     "fwd_o": {64: (64, 4), 128: (32, 4), 256: (32, 8)},
     "bwd_dh": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
-    "bwd_dqk": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
-    "bwd_wy": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
+    "bwd_dqk": {64: (16, 8), 128: (16, 8), 256: (32, 8)},
+    "bwd_wy": {64: (16, 8), 128: (16, 8), 256: (16, 8)},
 }
 
 
@@ -97,6 +97,13 @@ class Blocks:
         boffs[1:] = torch.cumsum(per_seq, 0)
         return Blocks(C, NB, BT, boffs.to(device=device, dtype=torch.int32), int(per_seq.max().item()),
                       int(boffs[-1].item()), lens.numel())
+
+
+def bwd_solve(dtype: torch.dtype) -> str:
+    """Input precision of the fp32 products of the WY backward (``delta_rule_bwd_kernel_wy``): "tf32" for fp16/bf16
+    inputs (one TF32 product: 10 mantissa bits, finer than the bf16/fp16 inputs and gradients; tf32x3 spills there),
+    "ieee" for fp32/fp64."""
+    return "tf32" if dtype in (torch.float16, torch.bfloat16) else "ieee"
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -145,15 +152,16 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
         DELTA=delta, USE_H0=initial_state is not None, STORE_HT=ht is not None, SOLVE_PRECISION=solve, **cm)
     o = torch.empty_like(v)
     cm = _common(q, v, cu_seqlens, "fwd_o")
-    kern.chunk_fwd_kernel_o[(blk.max_blocks, triton.cdiv(V, cm["BV"]), blk.N * H)](q, k, vn, h, o, cu_seqlens, blk.boffs, scale, T, blk.C,
-                                                             blk.NB, **cm)
+    kern.chunk_fwd_kernel_o[(blk.max_blocks, triton.cdiv(V, cm["BV"]), blk.N * H)](
+        q, k, vn, h, o, cu_seqlens, blk.boffs, scale, T, blk.C, blk.NB, **cm)
     saved = {"h": h, "w": w, "vn": vn, "blk": blk}
     return o, ht, saved
 
 
 def backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor | None, scale: float,
              saved: dict[str, Any], do: torch.Tensor, dht: torch.Tensor | None,
-             cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+             cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                        torch.Tensor]:
     """(dq, dk, dv, dbeta or None, d initial_state) in the accumulation dtype."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -181,7 +189,7 @@ def backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
     dv = torch.empty(B, T, H, V, dtype=adt, device=q.device)
     dbeta = torch.empty(B, T, H, dtype=adt, device=q.device)
     kern.delta_rule_bwd_kernel_wy[(blk.max_blocks, blk.N * H)](
-        k, v, beta, dw, dvn, dk, dv, dbeta, cu_seqlens, blk.boffs, T, blk.C, blk.NB, SOLVE_PRECISION=solve,
+        k, v, beta, dw, dvn, dk, dv, dbeta, cu_seqlens, blk.boffs, T, blk.C, blk.NB, SOLVE_PRECISION=bwd_solve(q.dtype),
         **_common(q, v, cu_seqlens, "bwd_wy"))
     return dq, dk, dv, dbeta, dh0
 
@@ -264,5 +272,5 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
                 if delta:
                     add("delta_rule_bwd_kernel_wy", "bwd_wy", D,
                         {"k": p, "v": p, "beta": p, "dw": a, "dvn": a, "dk": a, "dv": a, "dbeta": a, **lay, **tail},
-                        solve)
+                        {"SOLVE_PRECISION": "tf32"})
     return out

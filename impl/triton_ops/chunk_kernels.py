@@ -1,3 +1,4 @@
+# mypy: allow-untyped-defs, allow-incomplete-defs, allow-untyped-decorators
 """Chunked linear attention and delta rule Triton kernels (``@triton.jit`` only; host code in ``linear_attn.py`` and
 ``delta_rule.py``, derivations in README.md, section "Linear attention and the delta rule").
 
@@ -12,7 +13,8 @@ Per block with start state h (DELTA: delta rule; otherwise linear attention, v_n
   ``chunk_fwd_kernel_h``        blocks in order: store h_b; v_new = U - W h (fp32); h += K^T v_new; final state
   ``chunk_fwd_kernel_o``        o = scale (Q h_b + tril(Q K^T) v_new)
   ``chunk_bwd_kernel_dh``       blocks in reverse: store dH_b (gradient of the state at the block's END);
-                                dv_new = scale tril(Q K^T)^T dO + K dH; dH += scale Q^T dO - W^T dv_new; d(initial state)
+                                dv_new = scale tril(Q K^T)^T dO + K dH; dH += scale Q^T dO - W^T dv_new;
+                                last: the gradient of the initial state
   ``chunk_bwd_kernel_dqk``      dq, dk from o and the state; for DELTA dW = -dv_new h^T
   ``delta_rule_bwd_kernel_wy``  A recomputed; dv = A^T dv_new, dbeta, dk += the WY part (from dA, dW)
 
