@@ -1,4 +1,3 @@
-# mypy: allow-untyped-defs, allow-incomplete-defs, allow-untyped-decorators
 """Chunked linear attention and delta rule Triton kernels (``@triton.jit`` only; host code in ``linear_attn.py`` and
 ``delta_rule.py``, derivations in README.md, section "Linear attention and the delta rule").
 
