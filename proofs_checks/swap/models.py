@@ -1,0 +1,160 @@
+"""Tiny sequence models for the swap task: one pre-norm residual stack, three kinds of token mixer.
+
+Every model: token (a_t, b_t, p_t) -> E_a[a_t] + E_b[b_t] + E_q[p_t] -> ``layers`` blocks
+x <- x + Mixer(LN(x)); x <- x + MLP(LN(x)) (MLP: width -> 4 width -> width, GELU) -> LN -> linear head to n logits.
+
+No positional embeddings, for every model. Causal masking already tells a softmax Transformer the order (the causal
+prefix sums encode position; "NoPE", Kazemnejad et al. 2023), the delta-rule models are recurrent, and learned
+position embeddings would leave the positions beyond the training length untrained, which would turn the
+length-generalisation test into a test of untrained embeddings rather than of the mixer.
+
+Mixers (every sequence op is ``impl``'s; this module only holds projections):
+- ``transformer``: causal softmax attention, ``impl.softmax_attn``.
+- ``deltanet``: ``impl.delta_rule`` with L2-normalised queries and keys and beta = sigmoid(W_b x) in (0, 1), as in
+  DeltaNet (Schlag et al. 2021; Yang et al. 2024), without its short convolution. With unit keys the swap
+  reflection I - 2 k k^T needs beta = 2 (``spec.swap_tracking.deltanet_swap_tracker``), outside (0, 1).
+- ``deltaformer-<kernel>``: ``impl.deltaformer_attn`` with write kernel softmax / exp / linear / round, write
+  vector k (the paper's k-k similarity), beta = W_b x + b unconstrained (as the public DeltaFormer layer), the
+  impl's default scales (1/sqrt(d) for softmax / exp, 1 for linear / round). Keys are L2-normalised times a
+  learnable per-head gain g (init 1), so every write score starts bounded (|g^2 cos| <= 1 for linear / round):
+  with raw projected keys (|k|^2 ~ 20 at init) the linear, exp and round kernels overflowed u in the very first
+  forward pass (the unit-lower-triangular solve amplifies like prod (1 + |beta P|)), which would measure our
+  initialisation rather than the kernels. Queries stay unnormalised (the softmax read-out is stable anyway).
+  The round kernel's derivative is 0 almost everywhere; the impl's backward returns no gradient through the
+  rounded write scores, so its q/k projections learn only through the softmax read-out, and v, beta and the
+  read-out learn as usual (no straight-through estimator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+import impl
+
+__all__ = ["DELTAFORMER_KERNELS", "MODEL_NAMES", "DivergedError", "ModelConfig", "SwapModel"]
+
+DELTAFORMER_KERNELS = ("softmax", "exp", "linear", "round")
+MODEL_NAMES = ("transformer", "deltanet", *(f"deltaformer-{kernel}" for kernel in DELTAFORMER_KERNELS))
+"""The model names of the sweep, in table order."""
+
+
+class DivergedError(RuntimeError):
+    """A hidden state became NaN or Inf (raised before the next ``impl`` op would reject it)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Size of the models: residual width, number of blocks, heads (head size width / heads)."""
+
+    width: int = 64
+    layers: int = 2
+    heads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.layers < 1 or self.heads < 1 or self.width % self.heads:
+            raise ValueError(f"width, layers, heads must be positive with heads dividing width, got {self}")
+
+
+class _Mixer(nn.Module):
+    """Projections to heads around one sequence op; subclasses implement ``mix`` on [B, T, H, D] tensors."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.out = nn.Linear(width, width, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, width = x.shape
+        q, k, v = (t.contiguous() for t in self.qkv(x).view(B, T, 3, self.heads, width // self.heads).unbind(2))
+        o = self.mix(x, q, k, v)
+        out: Tensor = self.out(o.reshape(B, T, width))
+        return out
+
+    def mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class _SoftmaxMixer(_Mixer):
+    def mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        o: Tensor = impl.softmax_attn(q, k, v)
+        return o
+
+
+class _DeltaNetMixer(_Mixer):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__(width, heads)
+        self.beta = nn.Linear(width, heads)
+
+    def mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        beta = torch.sigmoid(self.beta(x))
+        o, _ = impl.delta_rule(functional.normalize(q, dim=-1), functional.normalize(k, dim=-1), v, beta)
+        result: Tensor = o
+        return result
+
+
+class _DeltaFormerMixer(_Mixer):
+    def __init__(self, width: int, heads: int, kernel: str) -> None:
+        super().__init__(width, heads)
+        self.kernel = kernel
+        self.beta = nn.Linear(width, heads)
+        self.key_gain = nn.Parameter(torch.ones(heads))
+
+    def mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        k = self.key_gain[:, None] * functional.normalize(k, dim=-1)
+        o: Tensor = impl.deltaformer_attn(q, k, v, self.beta(x), write="k", kernel=self.kernel)
+        return o
+
+
+def _mixer(name: str, width: int, heads: int) -> _Mixer:
+    if name == "transformer":
+        return _SoftmaxMixer(width, heads)
+    if name == "deltanet":
+        return _DeltaNetMixer(width, heads)
+    kernel = name.removeprefix("deltaformer-")
+    if name.startswith("deltaformer-") and kernel in DELTAFORMER_KERNELS:
+        return _DeltaFormerMixer(width, heads, kernel)
+    raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
+
+
+class _Block(nn.Module):
+    def __init__(self, name: str, width: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.mixer = _mixer(name, width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.mixer(self.norm1(x))
+        out: Tensor = x + self.mlp(self.norm2(x))
+        return out
+
+
+class SwapModel(nn.Module):
+    """Logits [B, T, n] over the object in the queried box after each swap, from (a, b, query) [B, T] int64."""
+
+    def __init__(self, name: str, n: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.name = name
+        self.n = n
+        width = config.width
+        self.embed_a = nn.Embedding(n, width)
+        self.embed_b = nn.Embedding(n, width)
+        self.embed_query = nn.Embedding(n, width)
+        self.blocks = nn.ModuleList(_Block(name, width, config.heads) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, n)
+
+    def forward(self, a: Tensor, b: Tensor, query: Tensor) -> Tensor:
+        x = self.embed_a(a) + self.embed_b(b) + self.embed_query(query)
+        for block in self.blocks:
+            x = block(x)
+            if not bool(torch.isfinite(x).all()):
+                raise DivergedError(f"{self.name}: non-finite hidden state")
+        logits: Tensor = self.head(self.norm(x))
+        return logits
