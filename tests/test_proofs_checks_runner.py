@@ -59,3 +59,24 @@ def test_registry_checks_have_unique_ids_and_valid_provenance() -> None:
     ids = [check.id for check in checks]
     assert len(ids) == len(set(ids))
     assert all(check.provenance in {"paper", "code", "reconstructed", "derived", "literature"} for check in checks)
+
+
+def _draw_line(profile: object, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots()
+    axis.plot([0, 1], [0, 1])
+    figure.savefig(path)
+    plt.close(figure)
+
+
+@pytest.mark.usefixtures("fake_checks")
+def test_plots_writes_every_figure_and_a_report_embedding_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    from proofs_checks.check import Figure
+
+    monkeypatch.setattr(cli, "all_figures", lambda: (Figure("line.png", "A line.", _draw_line),))
+    cli.main(["--only", "C1", "--plots", str(tmp_path)])
+    assert (tmp_path / "line.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "report.md").read_text()
+    assert "![A line.](line.png)" in report and "| C1 | always true |" in report

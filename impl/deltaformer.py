@@ -1,0 +1,153 @@
+"""DeltaFormer's public ops: validate, resolve defaults, dispatch to a backend (``impl/README.md``)."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from impl import _validate
+from impl._backend import backend_module, resolve_backend
+
+__all__ = ["DecodeOutput", "deltaformer_attn", "deltaformer_decode_step", "deltaformer_u"]
+
+KERNELS: tuple[str, ...] = ("softmax", "exp", "linear", "round")
+WRITES: tuple[str, ...] = ("k", "q")
+
+
+def _write_scale(kernel: str, d_k: int) -> float:
+    return 1.0 if kernel in ("linear", "round") else 1.0 / math.sqrt(d_k)
+
+
+def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *, kernel: str = "softmax",
+                  scale: float | None = None, chunk_size: int = 64, cu_seqlens: Tensor | None = None,
+                  backend: str = "auto") -> Tensor:
+    """DeltaFormer's written values: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
+
+    Implements spec.deltaformer.deltaformer_u (DF.1: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j) per
+    (batch, head), by the chunked form DF.4. ``kernel``: "softmax" (normalised over j < t), "exp", "linear",
+    "round". ``scale`` None: 1/sqrt(K) for softmax/exp, 1 for linear/round. ``beta`` None: ones (unconstrained
+    otherwise). ``cu_seqlens`` [N + 1] packs N sequences along T (B must be 1). fp16/bf16 are computed in fp32.
+    Error contract: proofs_checks/differential/tolerances.py::deltaformer_u_budget.
+
+    Raises:
+        TypeError: non-tensor input, non-floating dtype, dtype mismatch, non-int chunk_size or cu_seqlens.
+        ValueError: wrong shape, device mismatch, non-contiguous, NaN/Inf, T = 0, bad cu_seqlens, unknown kernel
+            or backend.
+        RuntimeError: the requested backend cannot run.
+    """
+    kernel = _validate.check_choice("kernel", kernel, KERNELS)
+    w, k, v, beta = _validate.check_qkv(w, k, v, beta, q_name="w")
+    given = _validate.check_scale(scale)
+    chunk_size = _validate.check_chunk_size(chunk_size)
+    cu = _validate.check_cu_seqlens(cu_seqlens, batch=w.shape[0], total=w.shape[1], device=w.device)
+    module = backend_module(resolve_backend(backend, w.device), "deltaformer")
+    beta = torch.ones(w.shape[:3], dtype=w.dtype, device=w.device) if beta is None else beta
+    resolved = _write_scale(kernel, w.shape[-1]) if given is None else given
+    u: Tensor = module.deltaformer_u(w, k, v, beta, kernel=kernel, scale=resolved, chunk_size=chunk_size,
+                                     cu_seqlens=cu)
+    return u
+
+
+def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *, write: str = "k",
+                     kernel: str = "softmax", scale: float | None = None, chunk_size: int = 64,
+                     cu_seqlens: Tensor | None = None, backend: str = "auto") -> Tensor:
+    """DeltaFormer attention: q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> o [B, T, H, V].
+
+    Implements spec.deltaformer.deltaformer_attn (DF.9) per (batch, head): u from DF.1 with write vectors w = k
+    (``write="k"``, the paper) or w = q (``write="q"``, the public code), then o = causal_softmax(scale Q K^T) U.
+    ``scale`` None: the write kernel's default (see ``deltaformer_u``) and 1/sqrt(K) for the read-out; a number is
+    used for both. Other arguments and errors as ``deltaformer_u``.
+    """
+    write = _validate.check_choice("write", write, WRITES)
+    kernel = _validate.check_choice("kernel", kernel, KERNELS)
+    q, k, v, beta = _validate.check_qkv(q, k, v, beta)
+    given = _validate.check_scale(scale)
+    chunk_size = _validate.check_chunk_size(chunk_size)
+    cu = _validate.check_cu_seqlens(cu_seqlens, batch=q.shape[0], total=q.shape[1], device=q.device)
+    module = backend_module(resolve_backend(backend, q.device), "deltaformer")
+    beta = torch.ones(q.shape[:3], dtype=q.dtype, device=q.device) if beta is None else beta
+    o: Tensor = module.deltaformer_attn(q, k, v, beta, write=write, kernel=kernel, scale=given,
+                                        chunk_size=chunk_size, cu_seqlens=cu)
+    return o
+
+
+class DecodeOutput(NamedTuple):
+    """One decoding step's result: the output row and the grown (k, u) cache."""
+
+    o: Tensor
+    """[B, H, V]"""
+    cache_k: Tensor
+    """[B, t + 1, H, K]"""
+    cache_u: Tensor
+    """[B, t + 1, H, V]"""
+
+
+def deltaformer_decode_step(cache_k: Tensor, cache_u: Tensor, q_t: Tensor, k_t: Tensor, v_t: Tensor,
+                            beta_t: Tensor | None = None, *, write: str = "k", kernel: str = "softmax",
+                            scale: float | None = None) -> DecodeOutput:
+    """One DeltaFormer decoding step over a (k, u) cache; implements spec.deltaformer.deltaformer_decode_step (DF.10).
+
+    cache_k [B, t, H, K], cache_u [B, t, H, V] (t may be 0), q_t, k_t [B, H, K], v_t [B, H, V], beta_t [B, H] or
+    None (ones). u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j (one attention of w_t over the cache), append
+    (k_t, u_t), then o_t = sum_{j<=t} softmax_j(scale q_t . k_j) u_j. Feeding tokens one at a time from empty
+    caches reproduces ``deltaformer_attn`` row by row. Computed in fp32 for fp16/bf16 (cache kept in the input
+    dtype), in plain PyTorch on any device (no backend choice: one token is a matrix-vector product).
+    """
+    write = _validate.check_choice("write", write, WRITES)
+    kernel = _validate.check_choice("kernel", kernel, KERNELS)
+    q_t = _validate.check_tensor("q_t", q_t, ndim=3, layout="[B, H, K]")
+    B, H, K = q_t.shape
+    k_t = _validate.check_tensor("k_t", k_t, ndim=3, layout="[B, H, K]", dtype=q_t.dtype, dtype_of="q_t",
+                                 shape=(B, H, K), shape_of="q_t")
+    v_t = _validate.check_tensor("v_t", v_t, ndim=3, layout="[B, H, V]", dtype=q_t.dtype, dtype_of="q_t",
+                                 shape=(B, H, None), shape_of="q_t")
+    V = v_t.shape[-1]
+    if beta_t is not None:
+        beta_t = _validate.check_tensor("beta_t", beta_t, ndim=2, layout="[B, H]", dtype=q_t.dtype,
+                                        dtype_of="q_t", shape=(B, H), shape_of="q_t")
+    if not isinstance(cache_k, Tensor) or not isinstance(cache_u, Tensor):
+        raise TypeError(f"cache_k and cache_u must be torch.Tensors [B, t, H, *], got {type(cache_k).__name__} and "
+                        f"{type(cache_u).__name__}")
+    t = cache_k.shape[1] if cache_k.ndim == 4 else -1
+    if t == 0:
+        if tuple(cache_k.shape) != (B, 0, H, K) or tuple(cache_u.shape) != (B, 0, H, V):
+            raise ValueError(f"empty caches must have shapes {(B, 0, H, K)} and {(B, 0, H, V)}, got "
+                             f"{tuple(cache_k.shape)} and {tuple(cache_u.shape)}")
+        if cache_k.dtype != q_t.dtype or cache_u.dtype != q_t.dtype:
+            raise TypeError(f"cache_k and cache_u must have the dtype of q_t ({q_t.dtype}), got {cache_k.dtype} and "
+                            f"{cache_u.dtype} (dtype mismatch)")
+    else:
+        cache_k = _validate.check_tensor("cache_k", cache_k, ndim=4, layout="[B, t, H, K]", dtype=q_t.dtype,
+                                         dtype_of="q_t", shape=(B, None, H, K), shape_of="q_t")
+        cache_u = _validate.check_tensor("cache_u", cache_u, ndim=4, layout="[B, t, H, V]", dtype=q_t.dtype,
+                                         dtype_of="q_t", shape=(B, t, H, V), shape_of="cache_k and v_t")
+    _validate.check_same_device(q_t=q_t, k_t=k_t, v_t=v_t, beta_t=beta_t, cache_k=cache_k, cache_u=cache_u)
+    given = _validate.check_scale(scale)
+    write_scale = _write_scale(kernel, K) if given is None else given
+    read_scale = 1.0 / math.sqrt(K) if given is None else given
+    dtype = torch.promote_types(q_t.dtype, torch.float32)
+    q32, k32, v32 = q_t.to(dtype), k_t.to(dtype), v_t.to(dtype)
+    keys_prev, u_prev = cache_k.to(dtype), cache_u.to(dtype)
+    w32 = q32 if write == "q" else k32
+    u32 = v32
+    if t > 0:
+        scores = torch.einsum("bhk,bthk->bht", w32, keys_prev) * write_scale
+        if kernel == "softmax":
+            weights = torch.softmax(scores, dim=-1)
+        elif kernel == "exp":
+            weights = torch.exp(scores)
+        elif kernel == "linear":
+            weights = scores
+        else:
+            weights = torch.round(scores)
+        beta32 = torch.ones(B, H, dtype=dtype, device=q_t.device) if beta_t is None else beta_t.to(dtype)
+        u32 = v32 - beta32[..., None] * torch.einsum("bht,bthv->bhv", weights, u_prev)
+    keys = torch.cat([keys_prev, k32[:, None]], dim=1)
+    values = torch.cat([u_prev, u32[:, None]], dim=1)
+    attn = torch.softmax(torch.einsum("bhk,bthk->bht", q32, keys) * read_scale, dim=-1)
+    o = torch.einsum("bht,bthv->bhv", attn, values)
+    return DecodeOutput(o.to(q_t.dtype), torch.cat([cache_k, k_t[:, None]], dim=1),
+                        torch.cat([cache_u, u32.to(q_t.dtype)[:, None]], dim=1))

@@ -1,0 +1,107 @@
+"""``DeltaFormerAttention``: a multi-head DeltaFormer attention layer built on ``impl.deltaformer_attn``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from impl import _validate
+from impl.deltaformer import KERNELS, WRITES, deltaformer_attn, deltaformer_decode_step
+
+__all__ = ["BETA_MODES", "DeltaFormerAttention", "DeltaFormerCache"]
+
+BETA_MODES: tuple[str, ...] = ("unconstrained", "sigmoid2", "ones")
+
+
+@dataclass
+class DeltaFormerCache:
+    """Decoding cache: keys and *written values* u (not v), [B, t, H, K] and [B, t, H, V]."""
+
+    k: Tensor
+    u: Tensor
+
+
+class DeltaFormerAttention(nn.Module):
+    """Multi-head DeltaFormer attention: x [B, T, hidden] -> y [B, T, hidden].
+
+    q, k, v = x W_q, x W_k, x W_v split into ``num_heads`` heads of ``head_dim``; beta = x W_beta per head, mapped
+    by ``beta_mode``: "unconstrained" uses it as is (the public DeltaFormer code), "sigmoid2" uses 2 sigmoid(.)
+    in (0, 2) (the range where DeltaNet's step I - beta k k^T is a contraction for unit keys, equations.md
+    section 3; it also bounds the u growth of equations.md section 4 stability), "ones" fixes beta = 1.
+    Then o = impl.deltaformer_attn(q, k, v, beta, write=..., kernel=...) and y = o W_o.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, head_dim: int | None = None, *, write: str = "k",
+                 kernel: str = "softmax", beta_mode: str = "sigmoid2", scale: float | None = None,
+                 chunk_size: int = 64, backend: str = "auto", bias: bool = False,
+                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+            raise ValueError(f"hidden_size must be an int >= 1, got {hidden_size!r}")
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f"num_heads must be an int >= 1, got {num_heads!r}")
+        if head_dim is None:
+            if hidden_size % num_heads != 0:
+                raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads}) when "
+                                 f"head_dim is not given")
+            head_dim = hidden_size // num_heads
+        self.write = _validate.check_choice("write", write, WRITES)
+        self.kernel = _validate.check_choice("kernel", kernel, KERNELS)
+        self.beta_mode = _validate.check_choice("beta_mode", beta_mode, BETA_MODES)
+        self.scale = _validate.check_scale(scale)
+        self.chunk_size = _validate.check_chunk_size(chunk_size)
+        self.backend = backend
+        self.num_heads, self.head_dim = num_heads, head_dim
+        inner = num_heads * head_dim
+        factory = {"device": device, "dtype": dtype}
+        self.q_proj = nn.Linear(hidden_size, inner, bias=bias, **factory)
+        self.k_proj = nn.Linear(hidden_size, inner, bias=bias, **factory)
+        self.v_proj = nn.Linear(hidden_size, inner, bias=bias, **factory)
+        self.b_proj = nn.Linear(hidden_size, num_heads, bias=True, **factory)
+        self.o_proj = nn.Linear(inner, hidden_size, bias=bias, **factory)
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        shape = (*x.shape[:-1], self.num_heads, self.head_dim)
+        q = self.q_proj(x).reshape(shape)
+        k = self.k_proj(x).reshape(shape)
+        v = self.v_proj(x).reshape(shape)
+        raw = self.b_proj(x)
+        if self.beta_mode == "sigmoid2":
+            beta = 2.0 * torch.sigmoid(raw)
+        elif self.beta_mode == "ones":
+            beta = torch.ones_like(raw)
+        else:
+            beta = raw
+        return q, k, v, beta
+
+    def forward(self, x: Tensor, cu_seqlens: Tensor | None = None) -> Tensor:
+        """x [B, T, hidden] -> y [B, T, hidden]; ``cu_seqlens`` packs sequences along T (B = 1)."""
+        if not isinstance(x, Tensor) or x.ndim != 3:
+            raise ValueError(f"x must be a 3-D tensor [B, T, hidden], got {getattr(x, 'shape', type(x).__name__)}")
+        q, k, v, beta = self._heads(x)
+        o = deltaformer_attn(q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), write=self.write,
+                             kernel=self.kernel, scale=self.scale, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
+                             backend=self.backend)
+        out: Tensor = self.o_proj(o.reshape(*x.shape[:-1], -1))
+        return out
+
+    def empty_cache(self, batch: int, *, device: torch.device | None = None,
+                    dtype: torch.dtype | None = None) -> DeltaFormerCache:
+        """An empty decoding cache for ``batch`` sequences."""
+        dtype = self.q_proj.weight.dtype if dtype is None else dtype
+        device = self.q_proj.weight.device if device is None else device
+        shape = (batch, 0, self.num_heads, self.head_dim)
+        return DeltaFormerCache(torch.zeros(shape, dtype=dtype, device=device),
+                                torch.zeros(shape, dtype=dtype, device=device))
+
+    def decode_step(self, x_t: Tensor, cache: DeltaFormerCache) -> tuple[Tensor, DeltaFormerCache]:
+        """One token x_t [B, hidden] -> (y_t [B, hidden], grown cache); equals ``forward`` row by row."""
+        if not isinstance(x_t, Tensor) or x_t.ndim != 2:
+            raise ValueError(f"x_t must be a 2-D tensor [B, hidden], got {getattr(x_t, 'shape', type(x_t).__name__)}")
+        q, k, v, beta = self._heads(x_t)
+        step = deltaformer_decode_step(cache.k, cache.u, q.contiguous(), k.contiguous(), v.contiguous(),
+                                       beta.contiguous(), write=self.write, kernel=self.kernel, scale=self.scale)
+        y: Tensor = self.o_proj(step.o.reshape(x_t.shape[0], -1))
+        return y, DeltaFormerCache(step.cache_k, step.cache_u)

@@ -1,0 +1,282 @@
+"""DeltaFormer on the torch backend: the chunked form DF.4 with a chunk-structured backward.
+
+Write stage, chunk rows [s, e) of one (batch, head), all (batch, head) pairs batched:
+
+1. one attention-like pass of the chunk's write vectors over the keys j < e gives the write scores
+   P[t, j] = kappa_1(w_t, k_j) for j < t (softmax: normalised over *all* j < t, including in-chunk j) and
+   acc_t = sum_{j<s} P[t, j] u_j;
+2. the unit lower-triangular system (I + diag(beta_c) P_in) u_c = v_c - beta_c * acc is solved with
+   ``torch.linalg.solve_triangular`` (P_in the strictly lower in-chunk block).
+
+On CPU, for the softmax and exp kernels, the pass over the earlier chunks (j < s) runs in PyTorch's fused CPU flash
+attention (``aten._scaled_dot_product_flash_attention_for_cpu``), which returns the prefix's log-sum-exp; the
+in-chunk scores are a small [C, C] block, merged by log-add-exp. Elsewhere (other devices, linear and round
+kernels) the pass is an explicit [C, e] score block ("matmul path"). Both are tested on CPU.
+
+Backward (derivation in impl/README.md): with M = I + diag(beta) P and G = dL/dU, X = M^{-T} G is solved chunk by
+chunk in *reverse* order (transposed unit-triangular solves), and the score gradients are exactly an attention
+backward with queries w, keys k, values u, output r = P U and output gradient dO = -beta X, so the same two paths
+serve. dL/dv = X and dL/dbeta_t = -X_t . r_t. Memory: O(T (C + D)) per head beyond the inputs; nothing T x T.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+from impl.torch_ops._common import compute_dtype, from_bhtd, to_bhtd, varlen_map
+
+__all__ = ["deltaformer_attn", "deltaformer_u", "write_scale_default"]
+
+USE_CPU_FLASH = True
+"""Use the fused CPU flash-attention op for the prefix pass when it applies (tests switch it off to cover the
+matmul path on CPU)."""
+
+_NEG_INF = -math.inf
+
+
+def write_scale_default(kernel: str, d_k: int) -> float:
+    """The spec's default write scale: 1/sqrt(d_k) for softmax/exp, 1 for linear/round."""
+    return 1.0 if kernel in ("linear", "round") else 1.0 / math.sqrt(d_k)
+
+
+def _flash_applies(w: Tensor, u: Tensor, kernel: str) -> bool:
+    """The fused op needs CPU tensors and one head size for queries, keys and values (K == V)."""
+    return USE_CPU_FLASH and w.device.type == "cpu" and kernel in ("softmax", "exp") and w.shape[-1] == u.shape[-1]
+
+
+def _flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+    return out, lse
+
+
+def _flash_backward(d_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                    scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        d_out, q, k, v, out, lse, 0.0, False, scale=scale)
+    return dq, dk, dv
+
+
+def _strict_mask(rows: int, cols: int, offset: int, device: torch.device) -> Tensor:
+    """mask[i, j] = True where key j is not strictly earlier than row s + i, i.e. j >= offset + i."""
+    return torch.ones(rows, cols, dtype=torch.bool, device=device).triu_(offset)
+
+
+def _block_probs(scores: Tensor, mask: Tensor, kernel: str, lse: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """kappa_1 applied to a score block with the strictly-causal ``mask``; masked entries are exactly 0.
+
+    softmax: normalised over the unmasked entries of each row; returns the row log-sum-exp (-inf for an empty
+    row, whose probabilities are all 0). Given ``lse`` (backward), uses it instead of recomputing the normaliser.
+    """
+    if kernel == "softmax":
+        scores = scores.masked_fill(mask, _NEG_INF)
+        if lse is None:
+            lse = torch.logsumexp(scores, dim=-1)
+        shift = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+        return torch.exp(scores - shift[..., None]), lse
+    if kernel == "exp":
+        return torch.exp(scores).masked_fill_(mask, 0.0), None
+    if kernel == "linear":
+        return scores.masked_fill(mask, 0.0), None
+    return torch.round(scores).masked_fill_(mask, 0.0), None
+
+
+def _block_score_grad(P: Tensor, dP: Tensor, mask: Tensor, kernel: str, row_dot: Tensor | None) -> Tensor:
+    """dL/dscores from dL/dP for one block; ``row_dot`` = dO . r per row (softmax's normaliser term)."""
+    if kernel == "softmax":
+        assert row_dot is not None
+        return P * (dP - row_dot[..., None])
+    if kernel == "exp":
+        return P * dP
+    return dP.masked_fill(mask, 0.0)
+
+
+class _ChunkedU:
+    """The write-score block of one chunk, shared by the forward pass and the backward recomputation."""
+
+    def __init__(self, w: Tensor, k: Tensor, u: Tensor, kernel: str, scale: float, s: int, e: int) -> None:
+        self.w, self.k, self.kernel, self.scale, self.s, self.e = w, k, kernel, scale, s, e
+        self.flash = _flash_applies(w, u, kernel)
+        self.w_c = w[:, :, s:e]
+        if self.flash:
+            self.mask = _strict_mask(e - s, e - s, 0, w.device)
+            self.scores = torch.matmul(self.w_c, k[:, :, s:e].transpose(-1, -2)).mul_(scale)
+        else:
+            self.mask = _strict_mask(e - s, e, s, w.device)
+            self.scores = torch.matmul(self.w_c, k[:, :, :e].transpose(-1, -2)).mul_(scale)
+
+    def forward(self, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(P_in [.., c, c], acc [.., c, V] or None when s = 0, row lse [.., c] for softmax)."""
+        s = self.s
+        if not self.flash:
+            P, lse = _block_probs(self.scores, self.mask, self.kernel, None)
+            acc = torch.matmul(P[..., :s], u[:, :, :s]) if s > 0 else None
+            return P[..., s:], acc, lse
+        if self.kernel == "softmax":
+            scores_in = self.scores.masked_fill(self.mask, _NEG_INF)
+            lse = torch.logsumexp(scores_in, dim=-1)
+            acc = None
+            if s > 0:
+                o_prefix, lse_prefix = _flash(self.w_c, self.k[:, :, :s], u[:, :, :s], self.scale)
+                lse = torch.logaddexp(lse_prefix, lse)
+                acc = o_prefix * torch.exp(lse_prefix - lse)[..., None]
+            shift = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+            return torch.exp(scores_in - shift[..., None]), acc, lse
+        P_in = torch.exp(self.scores).masked_fill_(self.mask, 0.0)
+        acc = None
+        if s > 0:
+            o_prefix, lse_prefix = _flash(self.w_c, self.k[:, :, :s], u[:, :, :s], self.scale)
+            acc = o_prefix * torch.exp(lse_prefix)[..., None]
+        return P_in, acc, None
+
+    def backward(self, u: Tensor, r_c: Tensor, lse_c: Tensor | None, d_out: Tensor, dw: Tensor, dk: Tensor,
+                 g: Tensor, P_full: Tensor | None) -> None:
+        """Accumulate this chunk's score gradients into dw, dk and the prefix values' gradient into g[:, :, :s]."""
+        s, e, kernel, scale = self.s, self.e, self.kernel, self.scale
+        row_dot = (d_out * r_c).sum(-1) if kernel == "softmax" else None
+        if not self.flash:
+            assert P_full is not None
+            if s > 0:
+                g[:, :, :s] += torch.matmul(P_full[..., :s].transpose(-1, -2), d_out)
+            if kernel == "round":
+                return
+            dP = torch.matmul(d_out, u[:, :, :e].transpose(-1, -2))
+            dS = _block_score_grad(P_full, dP, self.mask, kernel, row_dot).mul_(scale)
+            dw[:, :, s:e] += torch.matmul(dS, self.k[:, :, :e])
+            dk[:, :, :e] += torch.matmul(dS.transpose(-1, -2), self.w_c)
+            return
+        assert P_full is not None
+        dP_in = torch.matmul(d_out, u[:, :, s:e].transpose(-1, -2))
+        dS_in = _block_score_grad(P_full, dP_in, self.mask, kernel, row_dot).mul_(scale)
+        dw[:, :, s:e] += torch.matmul(dS_in, self.k[:, :, s:e])
+        dk[:, :, s:e] += torch.matmul(dS_in.transpose(-1, -2), self.w_c)
+        if s > 0:
+            if kernel == "softmax":
+                assert lse_c is not None
+                out, lse = r_c, lse_c
+            else:
+                out, lse = torch.zeros_like(r_c), torch.zeros_like(r_c[..., 0])
+            dq_p, dk_p, dv_p = _flash_backward(d_out, self.w_c, self.k[:, :, :s], u[:, :, :s], out, lse, scale)
+            dw[:, :, s:e] += dq_p
+            dk[:, :, :s] += dk_p
+            g[:, :, :s] += dv_p
+
+    def probs_for_backward(self, lse_c: Tensor | None) -> Tensor:
+        """P for the block (matmul path: [.., c, e]; flash path: the in-chunk [.., c, c]) from the saved lse."""
+        P, _ = _block_probs(self.scores, self.mask, self.kernel, lse_c)
+        return P
+
+
+def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float,
+               chunk_size: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """u, r = P u (the write-attention output) and the row lse (softmax) for [B, H, T, *] inputs."""
+    T = w.shape[2]
+    u = torch.empty_like(v)
+    r = torch.empty_like(v)
+    lse = torch.empty_like(beta) if kernel == "softmax" else None
+    for s in range(0, T, chunk_size):
+        e = min(s + chunk_size, T)
+        block = _ChunkedU(w, k, u, kernel, scale, s, e)
+        P_in, acc, lse_c = block.forward(u)
+        beta_c = beta[:, :, s:e, None]
+        rhs = v[:, :, s:e] if acc is None else v[:, :, s:e] - beta_c * acc
+        u_c = torch.linalg.solve_triangular(beta_c * P_in, rhs, upper=False, unitriangular=True)
+        u[:, :, s:e] = u_c
+        in_chunk = torch.matmul(P_in, u_c)
+        r[:, :, s:e] = in_chunk if acc is None else acc + in_chunk
+        if lse is not None:
+            assert lse_c is not None
+            lse[:, :, s:e] = lse_c
+    return u, r, lse
+
+
+def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r: Tensor, lse: Tensor | None,
+                kernel: str, scale: float, chunk_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    T = w.shape[2]
+    dw = torch.zeros_like(w)
+    dk = torch.zeros_like(k)
+    dv = torch.empty_like(u)
+    dbeta = torch.empty_like(beta)
+    g = grad_u.clone()
+    for s in reversed(range(0, T, chunk_size)):
+        e = min(s + chunk_size, T)
+        block = _ChunkedU(w, k, u, kernel, scale, s, e)
+        lse_c = None if lse is None else lse[:, :, s:e]
+        P = block.probs_for_backward(lse_c)
+        P_in = P[..., s:] if not block.flash else P
+        beta_c = beta[:, :, s:e, None]
+        X = torch.linalg.solve_triangular((beta_c * P_in).transpose(-1, -2), g[:, :, s:e], upper=True,
+                                          unitriangular=True)
+        dv[:, :, s:e] = X
+        r_c = r[:, :, s:e]
+        dbeta[:, :, s:e] = -(X * r_c).sum(-1)
+        block.backward(u, r_c, lse_c, -beta_c * X, dw, dk, g, P)
+    return dw, dk, dv, dbeta
+
+
+class DeltaFormerU(torch.autograd.Function):
+    """u = DF.4(w, k, v, beta) on [B, H, T, *] tensors of one dtype (fp32 or fp64); backward by chunks."""
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float,
+                chunk_size: int) -> Tensor:
+        u, r, lse = _u_forward(w, k, v, beta, kernel, scale, chunk_size)
+        ctx.save_for_backward(w, k, u, beta, r, lse)
+        ctx.options = (kernel, scale, chunk_size)
+        return u
+
+    @staticmethod
+    def backward(ctx: Any, grad_u: Tensor) -> tuple[Tensor | None, ...]:
+        w, k, u, beta, r, lse = ctx.saved_tensors
+        kernel, scale, chunk_size = ctx.options
+        dw, dk, dv, dbeta = _u_backward(grad_u.contiguous(), w, k, u, beta, r, lse, kernel, scale, chunk_size)
+        return dw, dk, dv, dbeta, None, None, None
+
+
+def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int) -> Tensor:
+    out: Tensor = DeltaFormerU.apply(  # type: ignore[no-untyped-call]
+        w, k, v, beta, kernel, scale, chunk_size)
+    return out
+
+
+def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float, chunk_size: int,
+                  cu_seqlens: Tensor | None) -> Tensor:
+    """Torch backend of ``impl.deltaformer_u``: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
+
+    Implements spec.deltaformer.deltaformer_u (DF.1) per (batch, head) by the chunked form DF.4.
+    """
+    dtype = compute_dtype(v.dtype)
+
+    def run(w_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
+        u = _u_bhtd(to_bhtd(w_, dtype), to_bhtd(k_, dtype), to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
+                    scale, chunk_size)
+        return from_bhtd(u, v.dtype)
+
+    return varlen_map(run, cu_seqlens, w, k, v, beta)
+
+
+def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: str, kernel: str,
+                     scale: float | None, chunk_size: int, cu_seqlens: Tensor | None) -> Tensor:
+    """Torch backend of ``impl.deltaformer_attn``: o = causal_softmax(read_scale Q K^T) U, U from DF.4.
+
+    Implements spec.deltaformer.deltaformer_attn (DF.9). ``scale`` None: the write kernel's default
+    (``write_scale_default``) and 1/sqrt(K) for the read-out; a number is used for both. The read-out is
+    ``functional.scaled_dot_product_attention(is_causal=True)`` (its own fused kernel and backward).
+    """
+    d_k = q.shape[-1]
+    write_scale = write_scale_default(kernel, d_k) if scale is None else scale
+    read_scale = 1.0 / math.sqrt(d_k) if scale is None else scale
+    dtype = compute_dtype(v.dtype)
+
+    def run(q_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
+        qb, kb = to_bhtd(q_, dtype), to_bhtd(k_, dtype)
+        u = _u_bhtd(qb if write == "q" else kb, kb, to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
+                    write_scale, chunk_size)
+        o = functional.scaled_dot_product_attention(qb, kb, u, is_causal=True, scale=read_scale)
+        return from_bhtd(o, v.dtype)
+
+    return varlen_map(run, cu_seqlens, q, k, v, beta)
