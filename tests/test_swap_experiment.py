@@ -67,15 +67,17 @@ def test_every_model_maps_a_batch_to_logits_over_the_n_objects_and_is_causal(nam
     assert torch.allclose(model(a, b, changed)[:, :4], logits[:, :4], atol=1e-5)
 
 
-# Smoke test: a tiny DeltaFormer must learn n = 3 far above chance within a few seconds.
-# Chance: a uniform guess is right with probability 1/3; the best input-independent guess is no better (targets
-# are uniform over objects by symmetry). The one-hop shortcut is printed for information.
-# Margin: the accuracy is an average of E = EVAL_SEQS * LENGTH / 2 scored queries; a model at chance has standard
-# error sqrt(p (1 - p) / E) <= 0.5 / sqrt(E) ~ 0.016 (E = 1024, treating queries as independent, which only
-# overstates E by the within-sequence correlation). Requiring chance + 0.25 is > 15 such errors: a model that
-# learned nothing cannot pass by luck, and a pipeline that rots (labels shifted, causal leak removed, optimiser
-# not stepping) drops back to chance.
-SMOKE_N, SMOKE_LENGTH, SMOKE_STEPS, SMOKE_BATCH, EVAL_SEQS = 3, 8, 150, 32, 256
+# Smoke test: a tiny DeltaFormer (exp write kernel, 1 layer, width 32) must learn n = 3 far above chance within a
+# few seconds: 100 steps of 32 sequences of 4 swaps, accuracy over all 4 positions of 256 held-out sequences.
+# Chance: a uniform guess is right with probability 1/3, and no input-independent guess does better (the object in
+# a uniformly queried box is uniform). The one-hop shortcut (about 0.60 on these positions) is in the message only:
+# beating it within 100 steps depends on the seed (0.71 / 0.77 / 0.93 for init seeds 1 / 2 / 0), beating chance
+# does not.
+# Margin: the accuracy averages 4 queries in each of 256 sequences; a model at chance has a standard error of at
+# most 0.5 / sqrt(256) ~ 0.031 even if the queries of a sequence were fully correlated. Requiring chance + 0.25 is
+# > 8 such errors, so a model that learned nothing cannot pass by luck. A pipeline that rots (labels shifted, a
+# causal leak, the optimiser not stepping, gradients cut in the impl backward) falls back towards chance.
+SMOKE_N, SMOKE_LENGTH, SMOKE_STEPS, SMOKE_BATCH, SMOKE_LR, EVAL_SEQS = 3, 4, 100, 32, 2e-2, 256
 SMOKE_MARGIN = 0.25
 
 
@@ -85,11 +87,10 @@ def test_a_tiny_deltaformer_learns_three_object_swaps_well_above_chance() -> Non
     start = time.perf_counter()
     train_data = swap_data.make_data(SMOKE_N, SMOKE_STEPS * SMOKE_BATCH, SMOKE_LENGTH, seed=0, split="train")
     held_out = swap_data.make_data(SMOKE_N, EVAL_SEQS, SMOKE_LENGTH, seed=0, split="eval")
-    model = SwapModel("deltaformer-softmax", SMOKE_N, ModelConfig(width=32, layers=1))
-    record = train(model, train_data, TrainConfig(steps=SMOKE_STEPS, batch=SMOKE_BATCH, lr=1e-2), seed=0)
-    accuracy = evaluate(model, held_out)
-    positions = swap_data.scored_positions(SMOKE_LENGTH)
-    one_hop = float(np.mean(swap_data.one_hop_predictions(held_out)[:, positions] == held_out.target[:, positions]))
+    model = SwapModel("deltaformer-exp", SMOKE_N, ModelConfig(width=32, layers=1))
+    record = train(model, train_data, TrainConfig(steps=SMOKE_STEPS, batch=SMOKE_BATCH, lr=SMOKE_LR), seed=0)
+    accuracy = evaluate(model, held_out, positions=slice(None))
+    one_hop = float(np.mean(swap_data.one_hop_predictions(held_out) == held_out.target))
     seconds = time.perf_counter() - start
     chance = 1 / SMOKE_N
     assert record.diverged_at is None

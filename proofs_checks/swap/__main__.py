@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 
+from impl.layers import BETA_MODES
 from proofs_checks.swap.models import MODEL_NAMES, ModelConfig
 from proofs_checks.swap.sweep import SweepConfig, run_sweep, text_table, write_outputs
 from proofs_checks.swap.train import TrainConfig
 
 DEFAULT = SweepConfig()
 QUICK_NS = (3, 8)
-QUICK_STEPS = 250
+QUICK_STEPS = 200
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -37,6 +38,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=DEFAULT.model.width)
     parser.add_argument("--layers", type=int, default=DEFAULT.model.layers)
     parser.add_argument("--heads", type=int, default=DEFAULT.model.heads)
+    parser.add_argument("--deltaformer-beta", choices=BETA_MODES, default=DEFAULT.model.deltaformer_beta,
+                        help="beta_mode of the impl DeltaFormer layer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared machine more threads run slower)")
@@ -51,7 +54,8 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else DEFAULT.train.steps)
     return SweepConfig(ns=ns, models=tuple(args.models), train_len=args.train_len, eval_lens=tuple(args.eval_lens),
                        eval_count=args.eval_count,
-                       model=ModelConfig(width=args.width, layers=args.layers, heads=args.heads),
+                       model=ModelConfig(width=args.width, layers=args.layers, heads=args.heads,
+                                         deltaformer_beta=args.deltaformer_beta),
                        train=TrainConfig(steps=steps, batch=args.batch, lr=args.lr), seed=args.seed)
 
 

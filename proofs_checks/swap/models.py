@@ -13,16 +13,17 @@ Mixers (every sequence op is ``impl``'s; this module only holds projections):
 - ``deltanet``: ``impl.delta_rule`` with L2-normalised queries and keys and beta = sigmoid(W_b x) in (0, 1), as in
   DeltaNet (Schlag et al. 2021; Yang et al. 2024), without its short convolution. With unit keys the swap
   reflection I - 2 k k^T needs beta = 2 (``spec.swap_tracking.deltanet_swap_tracker``), outside (0, 1).
-- ``deltaformer-<kernel>``: ``impl.deltaformer_attn`` with write kernel softmax / exp / linear / round, write
-  vector k (the paper's k-k similarity), beta = W_b x + b unconstrained (as the public DeltaFormer layer), the
-  impl's default scales (1/sqrt(d) for softmax / exp, 1 for linear / round). Keys are L2-normalised times a
-  learnable per-head gain g (init 1), so every write score starts bounded (|g^2 cos| <= 1 for linear / round):
-  with raw projected keys (|k|^2 ~ 20 at init) the linear, exp and round kernels overflowed u in the very first
-  forward pass (the unit-lower-triangular solve amplifies like prod (1 + |beta P|)), which would measure our
-  initialisation rather than the kernels. Queries stay unnormalised (the softmax read-out is stable anyway).
-  The round kernel's derivative is 0 almost everywhere; the impl's backward returns no gradient through the
-  rounded write scores, so its q/k projections learn only through the softmax read-out, and v, beta and the
-  read-out learn as usual (no straight-through estimator).
+- ``deltaformer-<kernel>``: the impl layer ``impl.DeltaFormerAttention`` (write vector k, the paper's k-k
+  similarity; the impl's default scales: 1/sqrt(d) for softmax / exp, 1 for linear / round), write kernel
+  softmax / exp / linear / round, beta_mode "sigmoid2" (beta = 2 sigmoid(W_b x) in (0, 2), the layer's default;
+  "unconstrained", the public code's choice, with ``--deltaformer-beta``). One change: its key projection is
+  followed by a per-head L2 normalisation times a learnable gain g (init 1), so every write score starts bounded
+  (|g^2 cos| <= 1 for linear / round). With raw projected keys (|k|^2 ~ 20 at init) the linear, exp and round
+  kernels overflowed u in the very first forward pass (the unit-lower-triangular solve amplifies like
+  prod (1 + |beta P|)), which would measure our initialisation rather than the kernels. Queries stay raw.
+  The round kernel's derivative is 0 almost everywhere; the impl's backward passes no gradient through the
+  rounded write scores, so the key projection and gain learn only through the softmax read-out, while v, beta,
+  q and the read-out learn as usual (no straight-through estimator).
 """
 
 from __future__ import annotations
@@ -48,15 +49,19 @@ class DivergedError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Size of the models: residual width, number of blocks, heads (head size width / heads)."""
+    """Size of the models: residual width, number of blocks, heads (head size width / heads); the beta mode of
+    the DeltaFormer layers (``impl.DeltaFormerAttention``'s ``beta_mode``)."""
 
     width: int = 64
-    layers: int = 2
+    layers: int = 1
     heads: int = 1
+    deltaformer_beta: str = "sigmoid2"
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.layers < 1 or self.heads < 1 or self.width % self.heads:
             raise ValueError(f"width, layers, heads must be positive with heads dividing width, got {self}")
+        if self.deltaformer_beta not in impl.layers.BETA_MODES:
+            raise ValueError(f"deltaformer_beta must be one of {impl.layers.BETA_MODES}, got {self.deltaformer_beta!r}")
 
 
 class _Mixer(nn.Module):
@@ -97,35 +102,44 @@ class _DeltaNetMixer(_Mixer):
         return result
 
 
-class _DeltaFormerMixer(_Mixer):
-    def __init__(self, width: int, heads: int, kernel: str) -> None:
-        super().__init__(width, heads)
-        self.kernel = kernel
-        self.beta = nn.Linear(width, heads)
-        self.key_gain = nn.Parameter(torch.ones(heads))
+class _UnitKeys(nn.Module):
+    """A key projection whose every head is L2-normalised and scaled by a learnable gain (init 1)."""
 
-    def mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        k = self.key_gain[:, None] * functional.normalize(k, dim=-1)
-        o: Tensor = impl.deltaformer_attn(q, k, v, self.beta(x), write="k", kernel=self.kernel)
-        return o
+    def __init__(self, projection: nn.Linear, heads: int) -> None:
+        super().__init__()
+        self.projection = projection
+        self.heads = heads
+        self.gain = nn.Parameter(torch.ones(heads, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.projection(x).unflatten(-1, (self.heads, -1))
+        out: Tensor = (self.gain * functional.normalize(k, dim=-1)).flatten(-2)
+        return out
 
 
-def _mixer(name: str, width: int, heads: int) -> _Mixer:
+def _deltaformer_layer(width: int, heads: int, kernel: str, beta_mode: str) -> nn.Module:
+    """``impl.DeltaFormerAttention`` (write vector k) with its key projection replaced by ``_UnitKeys``."""
+    layer = impl.DeltaFormerAttention(width, heads, write="k", kernel=kernel, beta_mode=beta_mode)
+    layer.add_module("k_proj", _UnitKeys(layer.k_proj, heads))
+    return layer
+
+
+def _mixer(name: str, width: int, heads: int, beta_mode: str) -> nn.Module:
     if name == "transformer":
         return _SoftmaxMixer(width, heads)
     if name == "deltanet":
         return _DeltaNetMixer(width, heads)
     kernel = name.removeprefix("deltaformer-")
     if name.startswith("deltaformer-") and kernel in DELTAFORMER_KERNELS:
-        return _DeltaFormerMixer(width, heads, kernel)
+        return _deltaformer_layer(width, heads, kernel, beta_mode)
     raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
 
 
 class _Block(nn.Module):
-    def __init__(self, name: str, width: int, heads: int) -> None:
+    def __init__(self, name: str, width: int, heads: int, beta_mode: str) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
-        self.mixer = _mixer(name, width, heads)
+        self.mixer = _mixer(name, width, heads, beta_mode)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
@@ -146,7 +160,8 @@ class SwapModel(nn.Module):
         self.embed_a = nn.Embedding(n, width)
         self.embed_b = nn.Embedding(n, width)
         self.embed_query = nn.Embedding(n, width)
-        self.blocks = nn.ModuleList(_Block(name, width, config.heads) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(_Block(name, width, config.heads, config.deltaformer_beta)
+                                    for _ in range(config.layers))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, n)
 

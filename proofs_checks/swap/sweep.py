@@ -29,8 +29,8 @@ class SweepConfig:
 
     ns: tuple[int, ...] = (3, 5, 8, 16, 32)
     models: tuple[str, ...] = MODEL_NAMES
-    train_len: int = 32
-    eval_lens: tuple[int, ...] = (32, 64)
+    train_len: int = 16
+    eval_lens: tuple[int, ...] = (16, 32, 64)
     eval_count: int = 256
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -72,6 +72,7 @@ class SweepResult:
     runs: list[Run]
     baselines: list[Baseline]
     seconds: float
+    cpu_seconds: float
 
 
 def _model_seed(seed: int, name: str, n: int) -> int:
@@ -87,6 +88,7 @@ def run_sweep(config: SweepConfig, log: TextIO | None = sys.stderr) -> SweepResu
             log.flush()
 
     start = time.perf_counter()
+    cpu_start = time.process_time()
     runs: list[Run] = []
     baselines: list[Baseline] = []
     total = len(config.ns) * len(config.models)
@@ -115,7 +117,8 @@ def run_sweep(config: SweepConfig, log: TextIO | None = sys.stderr) -> SweepResu
             accs = ", ".join(f"acc@{length} {acc:.3f}" for length, acc in accuracy.items())
             say(f"[{index}/{total}] {name} n={n}: {record.seconds:.1f} s, loss {record.final_loss:.3f}{note}, "
                 f"{accs} (elapsed {time.perf_counter() - start:.0f} s)")
-    return SweepResult(config=config, runs=runs, baselines=baselines, seconds=time.perf_counter() - start)
+    return SweepResult(config=config, runs=runs, baselines=baselines, seconds=time.perf_counter() - start,
+                       cpu_seconds=time.process_time() - cpu_start)
 
 
 def results_json(result: SweepResult) -> dict[str, Any]:
@@ -132,6 +135,7 @@ def results_json(result: SweepResult) -> dict[str, Any]:
                    "model": asdict(config.model), "train": asdict(config.train), "seed": config.seed,
                    "accuracy_positions": "t in (L/2, L] of each held-out sequence of length L"},
         "seconds": result.seconds,
+        "cpu_seconds": result.cpu_seconds,
     }
 
 
@@ -169,7 +173,7 @@ def text_table(result: SweepResult) -> str:
         lines.append("")
     if any(run.train.diverged_at is not None for run in result.runs):
         lines.append("* training diverged (non-finite loss); the model kept its last finite parameters")
-    lines.append(f"wall time {result.seconds:.0f} s")
+    lines.append(f"wall time {result.seconds:.0f} s, CPU time {result.cpu_seconds:.0f} s (this process)")
     return "\n".join(lines)
 
 
@@ -180,7 +184,7 @@ def markdown_report(result: SweepResult, plot_name: str | None) -> str:
              f"Models: width {config.model.width}, {config.model.layers} layer(s), {config.model.heads} head(s); "
              f"training {config.train.steps} steps x batch {config.train.batch} on {config.train_len} swaps, "
              f"lr {config.train.lr}, seed {config.seed}; evaluation on {config.eval_count} held-out sequences per "
-             f"length. Wall time {result.seconds:.0f} s.", ""]
+             f"length. Wall time {result.seconds:.0f} s, CPU time {result.cpu_seconds:.0f} s.", ""]
     for length in config.eval_lens:
         lines += [f"## {_title(config, length)}", "",
                   "| model | " + " | ".join(f"n = {n}" for n in config.ns) + " |",

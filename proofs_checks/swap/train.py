@@ -29,9 +29,9 @@ __all__ = ["TrainConfig", "TrainResult", "evaluate", "train"]
 class TrainConfig:
     """The training budget and optimiser settings (the same for every model)."""
 
-    steps: int = 600
+    steps: int = 500
     batch: int = 32
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.01
     clip: float = 1.0
 
@@ -101,10 +101,10 @@ def train(model: SwapModel, data: SwapData, config: TrainConfig, *, seed: int,
 
 
 @torch.no_grad()
-def evaluate(model: SwapModel, data: SwapData, *, batch: int = 128) -> float:
-    """Accuracy of the argmax prediction on the scored positions (``scored_positions``) of every sequence."""
+def evaluate(model: SwapModel, data: SwapData, *, positions: slice | None = None, batch: int = 128) -> float:
+    """Accuracy of the argmax prediction on ``positions`` (default ``scored_positions``) of every sequence."""
     model.eval()
-    positions = scored_positions(data.length)
+    positions = scored_positions(data.length) if positions is None else positions
     correct = 0
     total = 0
     for start in range(0, len(data), batch):
