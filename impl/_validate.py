@@ -16,6 +16,7 @@ from torch import Tensor
 
 __all__ = [
     "FLOAT_DTYPES",
+    "all_finite",
     "check_choice",
     "check_chunk_size",
     "check_cu_seqlens",
@@ -49,7 +50,7 @@ def check_tensor(name: str, x: object, *, ndim: int, layout: str, dtype: torch.d
     if shape is not None:
         for size, want in zip(x.shape, shape, strict=True):
             if want is not None and size != want:
-                expected = tuple("*" if s is None else s for s in shape)
+                expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
                 raise ValueError(f"{name} must have shape {layout} = {expected} (from {shape_of}), "
                                  f"got {tuple(x.shape)}")
     if x.numel() == 0:
@@ -57,9 +58,15 @@ def check_tensor(name: str, x: object, *, ndim: int, layout: str, dtype: torch.d
     if not x.is_contiguous():
         raise ValueError(f"{name} must be contiguous (call .contiguous()), got strides {x.stride()} for shape "
                          f"{tuple(x.shape)}")
-    if finite and not bool(torch.isfinite(x).all()):
+    if finite and not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf; the op needs finite inputs")
     return x
+
+
+def all_finite(x: Tensor) -> bool:
+    """True when x has no NaN or Inf: min and max both finite (NaN propagates through both; one pass)."""
+    low, high = torch.aminmax(x)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 def check_same_device(**tensors: Tensor | None) -> torch.device:
@@ -152,19 +159,25 @@ def check_state(name: str, x: object, *, shape: tuple[int, int, int, int], dtype
 
 def check_qkv(q: object, k: object, v: object, beta: object = None, *, q_name: str = "q",
               beta_required: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """q (named ``q_name``), k [B, T, H, K], v [B, T, H, V], beta [B, T, H] or None; one dtype, one device."""
-    qt = check_tensor(q_name, q, ndim=4, layout="[B, T, H, K]")
+    """q (named ``q_name``), k [B, T, H, K], v [B, T, H, V], beta [B, T, H] or None; one dtype, one device, finite.
+
+    Order of checks: types, dtypes and shapes, then devices, then NaN/Inf (which needs the data on one device).
+    """
+    qt = check_tensor(q_name, q, ndim=4, layout="[B, T, H, K]", finite=False)
     B, T, H, K = qt.shape
     kt = check_tensor("k", k, ndim=4, layout="[B, T, H, K]", dtype=qt.dtype, dtype_of=q_name, shape=(B, T, H, K),
-                      shape_of=q_name)
+                      shape_of=q_name, finite=False)
     vt = check_tensor("v", v, ndim=4, layout="[B, T, H, V]", dtype=qt.dtype, dtype_of=q_name,
-                      shape=(B, T, H, None), shape_of=q_name)
+                      shape=(B, T, H, None), shape_of=q_name, finite=False)
     if beta is None:
         if beta_required:
             raise TypeError("beta must be a torch.Tensor [B, T, H], got NoneType")
         bt = None
     else:
         bt = check_tensor("beta", beta, ndim=3, layout="[B, T, H]", dtype=qt.dtype, dtype_of=q_name,
-                          shape=(B, T, H), shape_of=q_name)
+                          shape=(B, T, H), shape_of=q_name, finite=False)
     check_same_device(**{q_name: qt, "k": kt, "v": vt, "beta": bt})
+    for name, t in ((q_name, qt), ("k", kt), ("v", vt), ("beta", bt)):
+        if t is not None and not all_finite(t):
+            raise ValueError(f"{name} contains NaN or Inf; the op needs finite inputs")
     return qt, kt, vt, bt

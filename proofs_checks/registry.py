@@ -10,7 +10,10 @@ from proofs_checks.check import Check, Figure
 __all__ = ["CHECK_MODULES", "all_checks", "all_figures"]
 
 CHECK_MODULES: tuple[str, ...] = (
+    "proofs_checks.snr",
+    "proofs_checks.update_rules",
     "proofs_checks.deltaformer_identities",
+    "proofs_checks.swap_tracking",
 )
 
 

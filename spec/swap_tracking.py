@@ -306,7 +306,12 @@ def deltanet_swap_tracker(codes: Any, swaps: Any, values: Any = None, *, beta: s
         if beta == "one":
             beta_t: Any = 1
         else:
-            beta_t = (1 if t < n else 2) / (k_t @ k_t)
+            norm2 = k_t @ k_t
+            if norm2 == 0:
+                raise ValueError(f"codes give a zero key at token {t} (a zero code, or two equal codes swapped); "
+                                 "beta = 2/||k||^2 is undefined")
+            beta_t = (1 if t < n else 2) / norm2
+        # S (I - beta k k^T) + beta v k^T, written as the SGD step S - beta (S k - v) k^T.
         S = S - beta_t * np.outer(S @ k_t - v_t, k_t)
     reads: Array = (S @ codes.T).T
     return reads

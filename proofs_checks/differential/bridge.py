@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from proofs_checks.differential import oracles
 from spec import deltaformer as spec_df
+from spec import updates as spec_updates
 from spec._types import F64
 
 __all__ = ["SPEC_OPS", "run_spec"]
@@ -68,12 +68,13 @@ def _stateful(op: str) -> Callable[..., dict[str, F64]]:
                 # impl state [K, V] is the transpose of the paper's S [d_v, d_k]
                 S0 = np.zeros((V, K)) if initial is None else initial[n, h].T
                 rows = slice(start, end)
+                # the spec reads o_t = S_t q_t; the impl's scale multiplies q
                 if op == "delta_rule":
-                    o, S = oracles.delta_rule_recurrence(q[b, rows, h], k[b, rows, h], v[b, rows, h],
-                                                         arrays["beta"][b, rows, h], S0, resolved)
+                    o, S = spec_updates.deltanet_recurrent(resolved * q[b, rows, h], k[b, rows, h], v[b, rows, h],
+                                                           arrays["beta"][b, rows, h], S0)
                 else:
-                    o, S = oracles.linear_attn_recurrence(q[b, rows, h], k[b, rows, h], v[b, rows, h], S0,
-                                                          resolved)
+                    o, S = spec_updates.linear_attention_recurrent(resolved * q[b, rows, h], k[b, rows, h],
+                                                                   v[b, rows, h], S0)
                 out[b, rows, h] = o
                 state[n, h] = S.T
         return {"o": out, "final_state": state}

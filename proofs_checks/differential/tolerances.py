@@ -32,8 +32,9 @@ computed map with respect to componentwise relative perturbations of its inputs.
 Gradient errors are normalised by the norm of the whole reference gradient (all inputs together), not by that of
 one input's gradient: the rounding errors of every input's gradient are made of the same intermediate products
 (dO u^T, P, row sums), so their size follows the overall gradient scale, and one input's exact gradient can be 0
-(softmax over a single earlier key, the round kernel's w and k) while a correct kernel leaves rounding residue. No budget here was widened to make a test pass; if the model changes, this text
-changes with it.
+(softmax over a single earlier key, the round kernel's w and k) while a correct kernel leaves rounding residue.
+
+No budget here was widened to make a test pass; if the model changes, this text changes with it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,162 @@
+"""Print the target ratios of issue 3, all measured in one run (fp32, torch backend, B = 1, H = 4, D = 64):
+
+1. DeltaFormer forward / causal SDPA forward at T = 4096 (target <= 2.2);
+2. DeltaFormer forward + backward / SDPA forward + backward at T = 4096 (target <= 2.5);
+3. peak memory of the DeltaFormer forward at T = 16384, H = 1, beyond the inputs (target < 512 MiB);
+4. speed-up of impl.deltaformer_attn over the float64 spec (spec.deltaformer.deltaformer_attn per head) at T = 2048.
+
+Each figure is gated on correctness first (impl vs the spec on a T = 512 slice of the same inputs). Timings are
+the minimum over repeats, the two sides interleaved so machine load hits both. Usage:
+``python -m benchmarks.ratios [--repeats N] [--chunk-size C] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+import impl
+from spec import deltaformer as spec_df
+
+
+def _inputs(T: int, H: int, D: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, T, H, D, generator=gen).to(dtype) for _ in range(3))
+    beta = torch.rand(1, T, H, generator=gen).to(dtype)
+    return q, k, v, beta
+
+
+def interleaved_min(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Minimum wall time of each callable over ``repeats`` rounds, the callables interleaved in each round."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def correctness_gate(chunk_size: int) -> float:
+    """Normwise relative error of impl (fp32) vs the float64 spec on T = 512, H = 2, D = 64; must be < 1e-4."""
+    q, k, v, beta = _inputs(512, 2, 64)
+    o = impl.deltaformer_attn(q, k, v, beta, chunk_size=chunk_size).double().numpy()
+    ref = np.stack([spec_df.deltaformer_attn(q[0, :, h].double().numpy(), k[0, :, h].double().numpy(),
+                                             v[0, :, h].double().numpy(), beta[0, :, h].double().numpy())
+                    for h in range(2)], axis=1)[None]
+    error = float(np.linalg.norm(o - ref) / np.linalg.norm(ref))
+    if not error < 1e-4:
+        raise SystemExit(f"correctness gate failed: error {error:.3e}; no speed figure from a red kernel")
+    return error
+
+
+def speed_ratios(T: int, H: int, D: int, chunk_size: int, repeats: int) -> dict[str, float]:
+    q, k, v, beta = _inputs(T, H, D)
+    qs, ks, vs = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+
+    def sdpa() -> object:
+        return functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
+
+    def deltaformer() -> object:
+        return impl.deltaformer_attn(q, k, v, beta, chunk_size=chunk_size)
+
+    with torch.no_grad():
+        fwd = interleaved_min({"sdpa": sdpa, "deltaformer": deltaformer}, repeats)
+    grads = [x.clone().requires_grad_(True) for x in (q, k, v, beta)]
+    grads_s = [x.clone().requires_grad_(True) for x in (qs, ks, vs)]
+    cot = torch.randn(1, T, H, D)
+    cot_s = cot.transpose(1, 2).contiguous()
+
+    def sdpa_fb() -> object:
+        o = functional.scaled_dot_product_attention(*grads_s, is_causal=True)
+        return torch.autograd.grad(o, grads_s, cot_s)
+
+    def deltaformer_fb() -> object:
+        o = impl.deltaformer_attn(*grads, chunk_size=chunk_size)
+        return torch.autograd.grad(o, grads, cot)
+
+    fb = interleaved_min({"sdpa": sdpa_fb, "deltaformer": deltaformer_fb}, repeats)
+    return {"fwd_sdpa_s": fwd["sdpa"], "fwd_deltaformer_s": fwd["deltaformer"],
+            "fwd_ratio": fwd["deltaformer"] / fwd["sdpa"], "fwdbwd_sdpa_s": fb["sdpa"],
+            "fwdbwd_deltaformer_s": fb["deltaformer"], "fwdbwd_ratio": fb["deltaformer"] / fb["sdpa"]}
+
+
+_PEAK_SCRIPT = """
+import sys, torch, impl
+T, H, D, C = (int(a) for a in sys.argv[1:5])
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024.0
+gen = torch.Generator().manual_seed(0)
+q, k, v = (torch.randn(1, T, H, D, generator=gen) for _ in range(3))
+beta = torch.rand(1, T, H, generator=gen)
+with torch.no_grad():
+    impl.deltaformer_attn(q[:, :300].contiguous(), k[:, :300].contiguous(), v[:, :300].contiguous(),
+                          beta[:, :300].contiguous(), chunk_size=C)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS:")
+with torch.no_grad():
+    impl.deltaformer_attn(q, k, v, beta, chunk_size=C)
+print(status("VmHWM:") - before)
+"""
+
+
+def peak_memory_mib(T: int, H: int, D: int, chunk_size: int) -> float:
+    """Peak resident set during one forward minus the resident set just before it (Linux: the high-water mark is
+    reset through /proc/self/clear_refs), in a fresh interpreter whose inputs are allocated and whose libraries are
+    warmed up on a short sequence: the forward's peak memory beyond its inputs, counting library workspaces."""
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(T), str(H), str(D), str(chunk_size)],
+                         check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def spec_speedup(T: int, H: int, D: int, chunk_size: int) -> dict[str, float]:
+    q, k, v, beta = _inputs(T, H, D)
+    start = time.perf_counter()
+    for h in range(H):
+        spec_df.deltaformer_attn(q[0, :, h].double().numpy(), k[0, :, h].double().numpy(),
+                                 v[0, :, h].double().numpy(), beta[0, :, h].double().numpy())
+    spec_s = time.perf_counter() - start
+    with torch.no_grad():
+        impl_s = interleaved_min({"impl": lambda: impl.deltaformer_attn(q, k, v, beta, chunk_size=chunk_size)},
+                                 3)["impl"]
+    return {"spec_s": spec_s, "impl_s": impl_s, "speedup": spec_s / impl_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, chunk_size {args.chunk_size}")
+    print(f"correctness gate (T=512, fp32 vs fp64 spec): normwise error {correctness_gate(args.chunk_size):.2e}")
+    r = speed_ratios(4096, 4, 64, args.chunk_size, args.repeats)
+    print(f"T=4096 H=4 D=64 fp32 forward: deltaformer {r['fwd_deltaformer_s']:.3f}s / SDPA {r['fwd_sdpa_s']:.3f}s "
+          f"= {r['fwd_ratio']:.2f}x (target <= 2.2)")
+    print(f"T=4096 H=4 D=64 fp32 fwd+bwd: deltaformer {r['fwdbwd_deltaformer_s']:.3f}s / SDPA "
+          f"{r['fwdbwd_sdpa_s']:.3f}s = {r['fwdbwd_ratio']:.2f}x (target <= 2.5)")
+    mem = peak_memory_mib(16384, 1, 64, args.chunk_size)
+    print(f"T=16384 H=1 D=64 fp32 forward peak memory beyond inputs: {mem:.1f} MiB (RSS high-water growth, fresh "
+          f"process; target < 512)")
+    s = spec_speedup(2048, 4, 64, args.chunk_size)
+    print(f"T=2048 H=4 D=64: float64 spec {s['spec_s']:.2f}s / impl fp32 {s['impl_s']:.3f}s = {s['speedup']:.0f}x "
+          f"speed-up")
+
+
+if __name__ == "__main__":
+    main()

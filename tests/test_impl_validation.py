@@ -1,0 +1,214 @@
+"""Every documented input error of the public impl ops: the exception type and a message naming the argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+import impl
+
+
+def _qkvb(B: int = 1, T: int = 5, H: int = 2, K: int = 3, V: int = 3,
+          dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {"q": torch.randn(B, T, H, K, generator=gen).to(dtype),
+            "k": torch.randn(B, T, H, K, generator=gen).to(dtype),
+            "v": torch.randn(B, T, H, V, generator=gen).to(dtype),
+            "beta": torch.rand(B, T, H, generator=gen).to(dtype)}
+
+
+def _call(op: str, x: dict[str, Any], **kwargs: Any) -> object:
+    fns: dict[str, Callable[..., object]] = {
+        "deltaformer_attn": lambda: impl.deltaformer_attn(x["q"], x["k"], x["v"], x["beta"], **kwargs),
+        "deltaformer_u": lambda: impl.deltaformer_u(x["q"], x["k"], x["v"], x["beta"], **kwargs),
+        "delta_rule": lambda: impl.delta_rule(x["q"], x["k"], x["v"], x["beta"], **kwargs),
+        "linear_attn": lambda: impl.linear_attn(x["q"], x["k"], x["v"], **kwargs),
+        "softmax_attn": lambda: impl.softmax_attn(x["q"], x["k"], x["v"], **kwargs),
+    }
+    return fns[op]()
+
+
+ALL_OPS = ["deltaformer_attn", "deltaformer_u", "delta_rule", "linear_attn", "softmax_attn"]
+FIRST = {"deltaformer_u": "w"}
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_valid_inputs_run(op: str) -> None:
+    _call(op, _qkvb())
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_wrong_rank_names_argument(op: str) -> None:
+    x = _qkvb()
+    x["k"] = x["k"][0]
+    with pytest.raises(ValueError, match=r"k must be a 4-D tensor \[B, T, H, K\], got 3-D"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_shape_mismatch_names_argument(op: str) -> None:
+    x = _qkvb()
+    x["v"] = torch.randn(1, 4, 2, 3)
+    with pytest.raises(ValueError, match=r"v must have shape \[B, T, H, V\] = \(1, 5, 2, \*\)"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ["deltaformer_attn", "delta_rule"])
+def test_beta_shape_names_argument(op: str) -> None:
+    x = _qkvb()
+    x["beta"] = torch.rand(1, 5, 3)
+    with pytest.raises(ValueError, match=r"beta must have shape \[B, T, H\] = \(1, 5, 2\)"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_dtype_mismatch_is_type_error(op: str) -> None:
+    x = _qkvb()
+    x["v"] = x["v"].double()
+    with pytest.raises(TypeError, match=r"v must have the dtype of .* \(torch.float32\), got torch.float64"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_integer_dtype_is_type_error(op: str) -> None:
+    x = _qkvb()
+    x["k"] = x["k"].to(torch.int64)
+    with pytest.raises(TypeError, match="k must have a floating dtype"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_not_a_tensor_is_type_error(op: str) -> None:
+    x = _qkvb()
+    x["k"] = x["k"].numpy()
+    with pytest.raises(TypeError, match=r"k must be a torch\.Tensor"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_device_mismatch_names_argument(op: str) -> None:
+    x = _qkvb()
+    x["v"] = x["v"].to("meta")
+    with pytest.raises(ValueError, match=r"device mismatch|v must be on the device"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_non_contiguous_names_argument(op: str) -> None:
+    x = _qkvb(K=3, V=3)
+    x["k"] = torch.randn(1, 5, 3, 2).transpose(2, 3)
+    with pytest.raises(ValueError, match=r"k must be contiguous"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_inf_names_argument(op: str, bad: float) -> None:
+    x = _qkvb()
+    x["v"][0, 2, 1, 0] = bad
+    with pytest.raises(ValueError, match="v contains NaN or Inf"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_empty_sequence_is_rejected(op: str) -> None:
+    x = _qkvb(T=0)
+    with pytest.raises(ValueError, match=f"{FIRST.get(op, 'q')} is empty"):
+        _call(op, x)
+
+
+@pytest.mark.parametrize("op", ["deltaformer_attn", "deltaformer_u"])
+def test_unknown_kernel_lists_options(op: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown kernel 'relu'; expected one of 'softmax', 'exp', 'linear', 'round'"):
+        _call(op, _qkvb(), kernel="relu")
+
+
+def test_unknown_write_lists_options() -> None:
+    with pytest.raises(ValueError, match=r"unknown write 'v'; expected one of 'k', 'q'"):
+        _call("deltaformer_attn", _qkvb(), write="v")
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_unknown_backend_lists_options(op: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown backend 'cuda'; expected one of 'auto', 'torch', 'triton'"):
+        _call(op, _qkvb(), backend="cuda")
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_triton_without_cuda_or_interpreter_is_runtime_error(op: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit backend request never falls back silently to torch."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="backend='triton' needs CUDA tensors or TRITON_INTERPRET=1"):
+        _call(op, _qkvb(), backend="triton")
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+@pytest.mark.parametrize(("bad", "error", "message"), [
+    (0, ValueError, "chunk_size must be >= 1, got 0"),
+    (2.0, TypeError, "chunk_size must be an int >= 1, got float"),
+])
+def test_bad_chunk_size(op: str, bad: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        _call(op, _qkvb(), chunk_size=bad)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_bad_scale(op: str) -> None:
+    with pytest.raises(ValueError, match="scale must be finite, got nan"):
+        _call(op, _qkvb(), scale=math.nan)
+    with pytest.raises(TypeError, match="scale must be None or a real number, got str"):
+        _call(op, _qkvb(), scale="0.5")
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+@pytest.mark.parametrize(("cu", "error", "message"), [
+    ([0, 2, 2, 5], ValueError, "cu_seqlens must be strictly increasing"),
+    ([1, 3, 5], ValueError, "cu_seqlens must start at 0, got 1"),
+    ([0, 3, 4], ValueError, r"cu_seqlens must end at T = 5 \(the packed length\), got 4"),
+    ([[0, 5]], ValueError, r"cu_seqlens must be a 1-D tensor \[N \+ 1\]"),
+])
+def test_bad_cu_seqlens(op: str, cu: list[int], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        _call(op, _qkvb(), cu_seqlens=torch.tensor(cu))
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_cu_seqlens_dtype_and_batch(op: str) -> None:
+    with pytest.raises(TypeError, match=r"cu_seqlens must have dtype int32 or int64, got torch\.float32"):
+        _call(op, _qkvb(), cu_seqlens=torch.tensor([0.0, 5.0]))
+    with pytest.raises(ValueError, match="with cu_seqlens the batch size B must be 1"):
+        _call(op, _qkvb(B=2), cu_seqlens=torch.tensor([0, 5]))
+
+
+@pytest.mark.parametrize("op", ["delta_rule", "linear_attn"])
+def test_bad_initial_state(op: str) -> None:
+    with pytest.raises(ValueError, match=r"initial_state must have shape \[N, H, K, V\] = \(1, 2, 3, 3\)"):
+        _call(op, _qkvb(), initial_state=torch.zeros(1, 2, 3, 4))
+    with pytest.raises(TypeError, match="initial_state must have the dtype of q"):
+        _call(op, _qkvb(), initial_state=torch.zeros(1, 2, 3, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="output_final_state must be a bool, got int"):
+        _call(op, _qkvb(), output_final_state=1)
+
+
+def test_delta_rule_requires_beta() -> None:
+    x = _qkvb()
+    x["beta"] = None
+    with pytest.raises(TypeError, match=r"beta must be a torch.Tensor \[B, T, H\], got NoneType"):
+        _call("delta_rule", x)
+
+
+def test_decode_step_errors() -> None:
+    q = torch.randn(1, 2, 3)
+    empty = torch.zeros(1, 0, 2, 3)
+    with pytest.raises(ValueError, match=r"k_t must have shape \[B, H, K\]"):
+        impl.deltaformer_decode_step(empty, empty, q, torch.randn(1, 2, 4), q)
+    with pytest.raises(ValueError, match=r"cache_u must have shape \[B, t, H, V\]"):
+        impl.deltaformer_decode_step(torch.zeros(1, 4, 2, 3), torch.zeros(1, 3, 2, 3), q, q, q)
+    with pytest.raises(TypeError, match=r"q_t must be a torch\.Tensor"):
+        impl.deltaformer_decode_step(empty, empty, [1.0], q, q)
+    with pytest.raises(ValueError, match="unknown kernel"):
+        impl.deltaformer_decode_step(empty, empty, q, q, q, kernel="relu")
