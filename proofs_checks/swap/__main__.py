@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from impl.layers import BETA_MODES
-from proofs_checks.swap.models import MODEL_NAMES, ModelConfig
+from proofs_checks.swap.models import DELTANET_BETAS, MODEL_NAMES, ModelConfig
 from proofs_checks.swap.sweep import SweepConfig, run_sweep, text_table, write_outputs
 from proofs_checks.swap.train import TrainConfig
 
@@ -40,6 +40,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=DEFAULT.model.heads)
     parser.add_argument("--deltaformer-beta", choices=BETA_MODES, default=DEFAULT.model.deltaformer_beta,
                         help="beta_mode of the impl DeltaFormer layer")
+    parser.add_argument("--deltanet-beta", choices=DELTANET_BETAS, default=DEFAULT.model.deltanet_beta,
+                        help="DeltaNet's beta: sigmoid in (0, 1) (default) or 2 sigmoid in (0, 2) (ablation)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared machine more threads run slower)")
@@ -55,7 +57,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(ns=ns, models=tuple(args.models), train_len=args.train_len, eval_lens=tuple(args.eval_lens),
                        eval_count=args.eval_count,
                        model=ModelConfig(width=args.width, layers=args.layers, heads=args.heads,
-                                         deltaformer_beta=args.deltaformer_beta),
+                                         deltaformer_beta=args.deltaformer_beta, deltanet_beta=args.deltanet_beta),
                        train=TrainConfig(steps=steps, batch=args.batch, lr=args.lr), seed=args.seed)
 
 

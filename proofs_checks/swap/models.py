@@ -39,6 +39,7 @@ import impl
 __all__ = ["DELTAFORMER_KERNELS", "MODEL_NAMES", "DivergedError", "ModelConfig", "SwapModel"]
 
 DELTAFORMER_KERNELS = ("softmax", "exp", "linear", "round")
+DELTANET_BETAS = ("sigmoid", "sigmoid2")
 MODEL_NAMES = ("transformer", "deltanet", *(f"deltaformer-{kernel}" for kernel in DELTAFORMER_KERNELS))
 """The model names of the sweep, in table order."""
 
@@ -49,19 +50,23 @@ class DivergedError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Size of the models: residual width, number of blocks, heads (head size width / heads); the beta mode of
-    the DeltaFormer layers (``impl.DeltaFormerAttention``'s ``beta_mode``)."""
+    """Size of the models: residual width, number of blocks, heads (head size width / heads); the beta of the
+    DeltaFormer layers (``impl.DeltaFormerAttention``'s ``beta_mode``) and of DeltaNet ("sigmoid": (0, 1), the
+    DeltaNet default; "sigmoid2": 2 sigmoid in (0, 2), which reaches the swap reflection, an ablation)."""
 
     width: int = 64
     layers: int = 1
     heads: int = 1
     deltaformer_beta: str = "sigmoid2"
+    deltanet_beta: str = "sigmoid"
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.layers < 1 or self.heads < 1 or self.width % self.heads:
             raise ValueError(f"width, layers, heads must be positive with heads dividing width, got {self}")
         if self.deltaformer_beta not in impl.layers.BETA_MODES:
             raise ValueError(f"deltaformer_beta must be one of {impl.layers.BETA_MODES}, got {self.deltaformer_beta!r}")
+        if self.deltanet_beta not in DELTANET_BETAS:
+            raise ValueError(f"deltanet_beta must be one of {DELTANET_BETAS}, got {self.deltanet_beta!r}")
 
 
 class _Mixer(nn.Module):
@@ -91,12 +96,13 @@ class _SoftmaxMixer(_Mixer):
 
 
 class _DeltaNetMixer(_Mixer):
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, beta_range: float) -> None:
         super().__init__(width, heads)
         self.beta = nn.Linear(width, heads)
+        self.beta_range = beta_range
 
     def mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        beta = torch.sigmoid(self.beta(x))
+        beta = self.beta_range * torch.sigmoid(self.beta(x))
         o, _ = impl.delta_rule(functional.normalize(q, dim=-1), functional.normalize(k, dim=-1), v, beta)
         result: Tensor = o
         return result
@@ -124,22 +130,24 @@ def _deltaformer_layer(width: int, heads: int, kernel: str, beta_mode: str) -> n
     return layer
 
 
-def _mixer(name: str, width: int, heads: int, beta_mode: str) -> nn.Module:
+def _mixer(name: str, config: ModelConfig) -> nn.Module:
+    width, heads = config.width, config.heads
     if name == "transformer":
         return _SoftmaxMixer(width, heads)
     if name == "deltanet":
-        return _DeltaNetMixer(width, heads)
+        return _DeltaNetMixer(width, heads, beta_range=2.0 if config.deltanet_beta == "sigmoid2" else 1.0)
     kernel = name.removeprefix("deltaformer-")
     if name.startswith("deltaformer-") and kernel in DELTAFORMER_KERNELS:
-        return _deltaformer_layer(width, heads, kernel, beta_mode)
+        return _deltaformer_layer(width, heads, kernel, config.deltaformer_beta)
     raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
 
 
 class _Block(nn.Module):
-    def __init__(self, name: str, width: int, heads: int, beta_mode: str) -> None:
+    def __init__(self, name: str, config: ModelConfig) -> None:
         super().__init__()
+        width = config.width
         self.norm1 = nn.LayerNorm(width)
-        self.mixer = _mixer(name, width, heads, beta_mode)
+        self.mixer = _mixer(name, config)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
@@ -160,8 +168,7 @@ class SwapModel(nn.Module):
         self.embed_a = nn.Embedding(n, width)
         self.embed_b = nn.Embedding(n, width)
         self.embed_query = nn.Embedding(n, width)
-        self.blocks = nn.ModuleList(_Block(name, width, config.heads, config.deltaformer_beta)
-                                    for _ in range(config.layers))
+        self.blocks = nn.ModuleList(_Block(name, config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, n)
 

@@ -181,7 +181,8 @@ def markdown_report(result: SweepResult, plot_name: str | None) -> str:
     """The tables, the training records and the configuration as markdown."""
     config = result.config
     lines = ["# Swap-task sweep", "",
-             f"Models: width {config.model.width}, {config.model.layers} layer(s), {config.model.heads} head(s); "
+             f"Models: width {config.model.width}, {config.model.layers} layer(s), {config.model.heads} head(s), "
+             f"DeltaFormer beta_mode {config.model.deltaformer_beta}, DeltaNet beta {config.model.deltanet_beta}; "
              f"training {config.train.steps} steps x batch {config.train.batch} on {config.train_len} swaps, "
              f"lr {config.train.lr}, seed {config.seed}; evaluation on {config.eval_count} held-out sequences per "
              f"length. Wall time {result.seconds:.0f} s, CPU time {result.cpu_seconds:.0f} s.", ""]
