@@ -18,9 +18,10 @@ Mixers (every sequence op is ``impl``'s; this module only holds projections):
   softmax / exp / linear / round, beta_mode "sigmoid2" (beta = 2 sigmoid(W_b x) in (0, 2), the layer's default;
   "unconstrained", the public code's choice, with ``--deltaformer-beta``). One change: its key projection is
   followed by a per-head L2 normalisation times a learnable gain g (init 1), so every write score starts bounded
-  (|g^2 cos| <= 1 for linear / round). With raw projected keys (|k|^2 ~ 20 at init) the linear, exp and round
-  kernels overflowed u in the very first forward pass (the unit-lower-triangular solve amplifies like
-  prod (1 + |beta P|)), which would measure our initialisation rather than the kernels. Queries stay raw.
+  (|g^2 cos| <= 1 for linear / round). With raw projected keys (|k|^2 ~ 20 at init) and unconstrained beta the
+  linear, exp and round kernels overflowed u in the very first forward pass (the unit-lower-triangular solve
+  amplifies like prod (1 + |beta P|)), which would measure our initialisation rather than the kernels. Queries
+  stay raw.
   The round kernel's derivative is 0 almost everywhere; the impl's backward passes no gradient through the
   rounded write scores, so the key projection and gain learn only through the softmax read-out, while v, beta,
   q and the read-out learn as usual (no straight-through estimator).
