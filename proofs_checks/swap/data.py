@@ -7,9 +7,10 @@ labels instead of one.
 
 Why not ``spec.swap_tracking.encode_swap_tokens`` (SWAP.3): its layouts ask one query after the last swap, so a
 sequence yields a single label, and the "pair" vocabulary has n^2 ids (1024 at n = 32, most rarely seen). At a CPU
-budget of a few hundred steps that supervision is too sparse to separate the models. We keep its generator (swaps
-and permutations) and encode a step as three ids (a_t, b_t, p_t), embedded by three tables and summed; separate
-tables for a and b let a linear map form the antisymmetric key e_a - e_b of the delta-rule tracker (SWAP.4).
+budget of a few hundred steps that supervision is too sparse to separate the models. We keep its generator (held-out
+sequences are ``swap_task`` verbatim; training sequences use a batched sampler of the same distribution, see
+``make_data``) and encode a step as three ids (a_t, b_t, p_t), embedded by three tables and summed; separate tables
+for a and b let a linear map form the antisymmetric key e_a - e_b of the delta-rule tracker (SWAP.4).
 
 Accuracy of a sequence of length L is measured on the positions t in (L/2, L] only: the first swaps leave most boxes
 untouched, so early queries are easy; at L = 2 T_train this set is exactly the positions never seen in training.
