@@ -7,7 +7,8 @@ the tensor-core instructions found in the PTX (``mma.sync`` on sm_80, ``wgmma.mm
 sm_90a). Exit status 1 if any variant fails to compile, spills, or has no tensor-core instruction.
 
 Options: ``--quick`` compiles a representative subset (head dims 64 and 256, bf16, the softmax write kernel: the
-largest register footprint of the four write kernels in the full report);
+largest register footprint of the four write kernels in the full report; for linear attention / the delta rule, the
+delta rule's variants, whose DELTA=True kernels are supersets of the linear-attention ones);
 ``--jobs N`` worker processes (default 2); ``--only SUBSTRING`` filters kernel names.
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import triton
 from triton.backends.compiler import GPUTarget
 
+from impl.triton_ops import _chunk as recurrent
 from impl.triton_ops import deltaformer
 
 __all__ = ["CompileResult", "compile_variant", "main", "variants"]
@@ -55,8 +57,9 @@ class CompileResult:
 def variants(quick: bool) -> list[object]:
     """The AOT variants of every Triton op (a subset with ``quick``)."""
     if quick:
-        return list(deltaformer.aot_variants(head_dims=(64, 256), dtypes=("bf16",), kernels=("softmax",)))
-    return list(deltaformer.aot_variants())
+        return [*deltaformer.aot_variants(head_dims=(64, 256), dtypes=("bf16",), kernels=("softmax",)),
+                *recurrent.aot_variants(head_dims=(64, 256), dtypes=("bf16",), ops=("delta_rule",))]
+    return [*deltaformer.aot_variants(), *recurrent.aot_variants()]
 
 
 def _ptxas() -> str:
