@@ -1,0 +1,147 @@
+"""Training and evaluation data for the swap experiment, built on ``spec.swap_tracking``'s generator.
+
+Task formulation (dense per-step queries). A sequence of T swaps; step t carries the swap (a_t, b_t) *and* a query
+box p_t drawn uniformly from [0, n); the label at step t is pi_t(p_t), the object in box p_t after the first t swaps
+(pi_t from ``spec.swap_tracking.swap_task``, SWAP.1/SWAP.2). Every position is supervised, so one sequence gives T
+labels instead of one.
+
+Why not ``spec.swap_tracking.encode_swap_tokens`` (SWAP.3): its layouts ask one query after the last swap, so a
+sequence yields a single label, and the "pair" vocabulary has n^2 ids (1024 at n = 32, most rarely seen). At a CPU
+budget of a few hundred steps that supervision is too sparse to separate the models. We keep its generator (held-out
+sequences are ``swap_task`` verbatim; training sequences use a batched sampler of the same distribution, see
+``make_data``) and encode a step as three ids (a_t, b_t, p_t), embedded by three tables and summed; separate tables
+for a and b let a linear map form the antisymmetric key e_a - e_b of the delta-rule tracker (SWAP.4).
+
+Accuracy of a sequence of length L is measured on the positions t in (L/2, L] only: the first swaps leave most boxes
+untouched, so early queries are easy; at L = 2 T_train this set is exactly the positions never seen in training.
+Baselines on the same positions: chance 1/n (a uniform guess) and the *one-hop shortcut* (answer the partner box of
+the latest swap that touched p_t, or p_t itself if none did), which one attention lookup implements without
+tracking any state; a model only shows state tracking where it beats the shortcut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor
+
+from spec.swap_tracking import swap_task
+
+__all__ = ["SPLITS", "SwapData", "make_data", "one_hop_predictions", "scored_positions"]
+
+Ints = npt.NDArray[np.int64]
+
+SPLITS = {"train": 0, "eval": 1}
+"""Data splits; each draws its sequences from its own seed stream, so evaluation sequences are held out."""
+
+
+@dataclass(frozen=True)
+class SwapData:
+    """N swap sequences of length T with one query per step.
+
+    Attributes:
+        n: boxes = objects.
+        a, b: [N, T] int64, the boxes swapped at step t (a != b).
+        query: [N, T] int64, the box asked about after swap t.
+        target: [N, T] int64, the object in box query[:, t] after swaps 1..t.
+    """
+
+    n: int
+    a: Ints
+    b: Ints
+    query: Ints
+    target: Ints
+
+    def __len__(self) -> int:
+        return int(self.a.shape[0])
+
+    @property
+    def length(self) -> int:
+        """T, the number of swaps per sequence."""
+        return int(self.a.shape[1])
+
+    def tensors(self, rows: slice | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(a, b, query, target) as torch int64 tensors, optionally a slice of the sequences."""
+        sel = slice(None) if rows is None else rows
+        return (torch.from_numpy(self.a[sel]), torch.from_numpy(self.b[sel]), torch.from_numpy(self.query[sel]),
+                torch.from_numpy(self.target[sel]))
+
+
+def _from_swaps(n: int, swaps: Ints, permutations: Ints, rng: np.random.Generator) -> SwapData:
+    """Attach uniform queries (one per step) to swaps [N, T, 2] with permutations [N, T, n] (after each swap)."""
+    query = rng.integers(0, n, swaps.shape[:2]).astype(np.int64)
+    target = np.take_along_axis(permutations, query[..., None], axis=2)[..., 0]
+    return SwapData(n=n, a=swaps[..., 0].copy(), b=swaps[..., 1].copy(), query=query, target=target)
+
+
+def _batched_swaps(n: int, count: int, length: int, rng: np.random.Generator) -> tuple[Ints, Ints]:
+    """SWAP.2's distribution and SWAP.1's permutations for ``count`` sequences at once (loop over t only).
+
+    a_t uniform on [0, n), b_t = (a_t + uniform[1, n)) mod n, uniform over the other n - 1 boxes, as
+    ``spec.swap_tracking.swap_task``; permutations[:, t] = pi_{t+1} = pi_t with boxes a_t, b_t exchanged.
+    """
+    a = rng.integers(0, n, (count, length))
+    b = (a + rng.integers(1, n, (count, length))) % n
+    rows = np.arange(count)
+    current = np.broadcast_to(np.arange(n), (count, n)).copy()
+    permutations = np.empty((count, length, n), dtype=np.int64)
+    for t in range(length):
+        at, bt = a[:, t], b[:, t]
+        current[rows, at], current[rows, bt] = current[rows, bt], current[rows, at].copy()
+        permutations[:, t] = current
+    return np.stack([a, b], axis=-1).astype(np.int64), permutations
+
+
+def make_data(n: int, count: int, length: int, *, seed: int, split: str) -> SwapData:
+    """``count`` sequences of ``length`` swaps among ``n`` boxes, deterministic in (seed, n, length, split).
+
+    ``split="eval"`` (held-out): sequence i is ``spec.swap_tracking.swap_task(n, length, seed=s_i)`` verbatim,
+    s_i from ``numpy.random.SeedSequence([seed, n, length, 1])``. ``split="train"``: the same distribution drawn
+    by ``_batched_swaps``, vectorised over sequences, because ``swap_task`` builds each permutation in a Python
+    loop (about 2.5 ms per 16-swap sequence on this shared machine, 30 s for one model's training data). The
+    tests check the batched permutations against ``spec.swap_tracking.swap_permutations``, and evaluating on the
+    spec's own sequences checks the training distribution end to end. Queries come from a separate stream.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    if count < 1 or length < 1:
+        raise ValueError(f"count and length must be >= 1, got count = {count}, length = {length}")
+    key = [seed, n, length, SPLITS[split]]
+    query_rng = np.random.default_rng([*key, 7])
+    if split == "train":
+        swaps, permutations = _batched_swaps(n, count, length, np.random.default_rng(key))
+        return _from_swaps(n, swaps, permutations, query_rng)
+    seeds = np.random.SeedSequence(key).generate_state(count, dtype=np.uint32)
+    swaps = np.empty((count, length, 2), dtype=np.int64)
+    permutations = np.empty((count, length, n), dtype=np.int64)
+    for i, s in enumerate(seeds):
+        task = swap_task(n, length, seed=int(s))
+        swaps[i] = task.swaps
+        permutations[i] = task.permutations[1:]
+    return _from_swaps(n, swaps, permutations, query_rng)
+
+
+def scored_positions(length: int) -> slice:
+    """The positions an accuracy at sequence length L is measured on: t in (L/2, L], i.e. indices L//2 .. L-1."""
+    return slice(length // 2, length)
+
+
+def one_hop_predictions(data: SwapData) -> Ints:
+    """[N, T] predictions of the one-hop shortcut: the partner of the latest swap touching the queried box.
+
+    Right whenever that partner box had not been touched before (its content was still its own object), which is
+    common when few swaps have happened relative to n.
+    """
+    N, T = data.a.shape
+    rows = np.arange(N)
+    partner = np.broadcast_to(np.arange(data.n), (N, data.n)).copy()
+    predictions = np.empty((N, T), dtype=np.int64)
+    for t in range(T):
+        a, b = data.a[:, t], data.b[:, t]
+        partner[rows, a] = b
+        partner[rows, b] = a
+        predictions[:, t] = partner[rows, data.query[:, t]]
+    return predictions
