@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional
 
 from impl import _validate
 from impl.deltaformer import KERNELS, WRITES, deltaformer_attn, deltaformer_decode_step
@@ -30,12 +31,15 @@ class DeltaFormerAttention(nn.Module):
     by ``beta_mode``: "unconstrained" uses it as is (the public DeltaFormer code), "sigmoid2" uses 2 sigmoid(.)
     in (0, 2) (the range where DeltaNet's step I - beta k k^T is a contraction for unit keys, equations.md
     section 3; it also bounds the u growth of equations.md section 4 stability), "ones" fixes beta = 1.
+    ``key_norm=True`` L2-normalises every head's key and multiplies it by a learnable per-head gain ``k_gain``
+    (initialised to 1): the unnormalised exp, linear and round write kernels otherwise see scores that grow with
+    the key norm and can overflow from the first training step.
     Then o = impl.deltaformer_attn(q, k, v, beta, write=..., kernel=...) and y = o W_o.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, head_dim: int | None = None, *, write: str = "k",
                  kernel: str = "softmax", beta_mode: str = "sigmoid2", scale: float | None = None,
-                 chunk_size: int = 64, backend: str = "auto", bias: bool = False,
+                 chunk_size: int = 64, backend: str = "auto", bias: bool = False, key_norm: bool = False,
                  device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
@@ -61,11 +65,15 @@ class DeltaFormerAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, inner, bias=bias, **factory)
         self.b_proj = nn.Linear(hidden_size, num_heads, bias=True, **factory)
         self.o_proj = nn.Linear(inner, hidden_size, bias=bias, **factory)
+        self.key_norm = bool(key_norm)
+        self.k_gain = nn.Parameter(torch.ones(num_heads, 1, device=device, dtype=dtype)) if self.key_norm else None
 
     def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         shape = (*x.shape[:-1], self.num_heads, self.head_dim)
         q = self.q_proj(x).reshape(shape)
         k = self.k_proj(x).reshape(shape)
+        if self.k_gain is not None:
+            k = self.k_gain * functional.normalize(k, dim=-1)
         v = self.v_proj(x).reshape(shape)
         raw = self.b_proj(x)
         if self.beta_mode == "sigmoid2":

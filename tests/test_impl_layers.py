@@ -58,3 +58,17 @@ def test_bad_options_raise() -> None:
         impl.DeltaFormerAttention(10, 3)
     with pytest.raises(ValueError, match="x must be a 3-D tensor"):
         impl.DeltaFormerAttention(8, 2)(torch.randn(8))
+
+
+def test_key_norm_gives_every_key_the_norm_of_its_head_gain() -> None:
+    torch.manual_seed(0)
+    layer = impl.DeltaFormerAttention(16, 2, key_norm=True, dtype=torch.float64)
+    assert layer.k_gain is not None
+    with torch.no_grad():
+        layer.k_gain.copy_(torch.tensor([[0.5], [3.0]], dtype=torch.float64))
+    _, k, _, _ = layer._heads(torch.randn(2, 7, 16, dtype=torch.float64))
+    norms = k.norm(dim=-1)  # [B, T, H]
+    # one normalisation and one multiplication: within a few units of float64 roundoff of the gain
+    torch.testing.assert_close(norms, torch.tensor([0.5, 3.0], dtype=torch.float64).expand_as(norms), rtol=1e-15,
+                               atol=0)
+    assert impl.DeltaFormerAttention(16, 2).k_gain is None

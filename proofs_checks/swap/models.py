@@ -109,26 +109,9 @@ class _DeltaNetMixer(_Mixer):
         return result
 
 
-class _UnitKeys(nn.Module):
-    """A key projection whose every head is L2-normalised and scaled by a learnable gain (init 1)."""
-
-    def __init__(self, projection: nn.Linear, heads: int) -> None:
-        super().__init__()
-        self.projection = projection
-        self.heads = heads
-        self.gain = nn.Parameter(torch.ones(heads, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        k = self.projection(x).unflatten(-1, (self.heads, -1))
-        out: Tensor = (self.gain * functional.normalize(k, dim=-1)).flatten(-2)
-        return out
-
-
 def _deltaformer_layer(width: int, heads: int, kernel: str, beta_mode: str) -> nn.Module:
-    """``impl.DeltaFormerAttention`` (write vector k) with its key projection replaced by ``_UnitKeys``."""
-    layer = impl.DeltaFormerAttention(width, heads, write="k", kernel=kernel, beta_mode=beta_mode)
-    layer.add_module("k_proj", _UnitKeys(layer.k_proj, heads))
-    return layer
+    """``impl.DeltaFormerAttention`` (write vector k) with unit keys times a learnable per-head gain."""
+    return impl.DeltaFormerAttention(width, heads, write="k", kernel=kernel, beta_mode=beta_mode, key_norm=True)
 
 
 def _mixer(name: str, config: ModelConfig) -> nn.Module:
