@@ -162,7 +162,7 @@ def check_u_and_read(problem: Problem, dtype: torch.dtype, write: str = "k") -> 
     K = q.shape[-1]
     w = k if write == "k" else q
     ws, rs = write_scale(problem.kernel, K), K ** -0.5
-    u, _ = tri.u_fwd(w, k, v, beta, kernel=problem.kernel, scale=ws, chunk_size=problem.chunk,
+    u, _, _ = tri.u_fwd(w, k, v, beta, kernel=problem.kernel, scale=ws, chunk_size=problem.chunk,
                      cu_seqlens=problem.cu_seqlens)
     o, _ = tri.read_fwd(q, k, u, scale=rs, cu_seqlens=problem.cu_seqlens)
     u_r = unit_roundoff(dtype)
