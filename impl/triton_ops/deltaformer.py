@@ -372,9 +372,54 @@ def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
 WRITE_KERNELS: tuple[str, ...] = ("softmax", "exp", "linear", "round")
 
 
+def _bwd_variants(D: int, p: str, base: dict[str, Any], kernel: str | None) -> list[AotVariant]:
+    """Backward compilations for head dim D: the write kernel ``kernel`` (suffix, intra, and dq/dk with WRITE
+    unless round), or the read-out (kernel None: dq/dk with WRITE False, and the row-dot preprocessing)."""
+    out: list[AotVariant] = []
+    bwd = {**base, "BV": _full_v(D)}
+    attn_sig = {"q": p, "k": p, "u": p, "g": p if kernel is None else "*fp32", "beta": p if kernel else "*fp32",
+                "lse": "*fp32", "D": "*fp32"}
+    tail = {"cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
+    if kernel is None:
+        for cfg in bwd_attn_configs(D, D):
+            consts = {**bwd, "KERNEL": "softmax", "WRITE": False, **cfg.blocks}
+            out.append(AotVariant("deltaformer_bwd_kernel_dq", kern.deltaformer_bwd_kernel_dq,
+                                  {**attn_sig, "dq": "*fp32", **tail}, consts, cfg.num_warps, cfg.num_stages))
+            out.append(AotVariant("deltaformer_bwd_kernel_dk", kern.deltaformer_bwd_kernel_dk,
+                                  {**attn_sig, "dk": "*fp32", "du": "*fp32", **tail}, consts, cfg.num_warps,
+                                  cfg.num_stages))
+        for a in (p, "*fp32"):
+            out.append(AotVariant("deltaformer_bwd_kernel_rowdot", kern.deltaformer_bwd_kernel_rowdot,
+                                  {"a": a, "b": a, "out": "*fp32", "R": "i32"},
+                                  {"V": D, "BR": 16, "BV": _full_v(D), "ACC": tl.float32}, 4, 1))
+        return out
+    chunk_sig = {"w": p, "k": p, "x": "*fp32", "beta": p, "lse": "*fp32"}
+    chunk_tail = {"cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
+    for cfg in prefix_configs(D, D):
+        out.append(AotVariant("deltaformer_bwd_kernel_suffix", kern.deltaformer_bwd_kernel_suffix,
+                              {**chunk_sig, "g": "*fp32", "rhs": "*fp32", **chunk_tail},
+                              {**base, "KERNEL": kernel, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+    for cfg in intra_configs(D, D):
+        out.append(AotVariant("deltaformer_bwd_kernel_intra", kern.deltaformer_bwd_kernel_intra,
+                              {**chunk_sig, "rhs": "*fp32", **chunk_tail},
+                              {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3", **cfg.blocks}, cfg.num_warps,
+                              cfg.num_stages))
+    if kernel != "round":
+        for cfg in bwd_attn_configs(D, D):
+            consts = {**bwd, "KERNEL": kernel, "WRITE": True, **cfg.blocks}
+            out.append(AotVariant("deltaformer_bwd_kernel_dq", kern.deltaformer_bwd_kernel_dq,
+                                  {**attn_sig, "dq": "*fp32", **tail}, consts, cfg.num_warps, cfg.num_stages))
+            out.append(AotVariant("deltaformer_bwd_kernel_dk", kern.deltaformer_bwd_kernel_dk,
+                                  {**attn_sig, "dk": "*fp32", "du": "*fp32", **tail}, consts, cfg.num_warps,
+                                  cfg.num_stages))
+    return out
+
+
 def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...] = LOW_PRECISION,
-                 kernels: tuple[str, ...] = WRITE_KERNELS) -> list[AotVariant]:
-    """Every compilation the forward and backward launchers can request for these head dims (K == V) and dtypes."""
+                 kernels: tuple[str, ...] = WRITE_KERNELS,
+                 store_rs: tuple[bool, ...] = (False, True)) -> list[AotVariant]:
+    """Every compilation the forward and backward launchers can request for these head dims (K == V) and dtypes
+    (``store_rs``: the forward intra kernel without and with the r = P u store that a backward needs)."""
     out: list[AotVariant] = []
     for dt in dtypes:
         for D in head_dims:
@@ -389,13 +434,17 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
                     out.append(AotVariant("deltaformer_fwd_kernel_prefix", kern.deltaformer_fwd_kernel_prefix, sig,
                                           {**base, "KERNEL": kernel, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
                 sig = {"w": p, "k": p, "v": p, "beta": p, "u": p, "m": "*fp32", "lsum": "*fp32", "acc": "*fp32",
-                       "lse": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
+                       "lse": "*fp32", "r": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32",
+                       "i_c": "i32"}
                 for cfg in intra_configs(D, D):
-                    out.append(AotVariant("deltaformer_fwd_kernel_intra", kern.deltaformer_fwd_kernel_intra, sig,
-                                          {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3", **cfg.blocks},
-                                          cfg.num_warps, cfg.num_stages))
+                    for store_r in store_rs:
+                        out.append(AotVariant("deltaformer_fwd_kernel_intra", kern.deltaformer_fwd_kernel_intra, sig,
+                                              {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3",
+                                               "STORE_R": store_r, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+                out.extend(_bwd_variants(D, p, base, kernel))
             sig = {"q": p, "k": p, "u": p, "o": p, "lse": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
             for cfg in read_configs(D, D):
                 out.append(AotVariant("deltaformer_fwd_kernel_read", kern.deltaformer_fwd_kernel_read, sig,
                                       {**base, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+            out.extend(_bwd_variants(D, p, base, None))
     return out
