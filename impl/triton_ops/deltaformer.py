@@ -64,8 +64,8 @@ def read_configs(K: int, V: int) -> list[LaunchConfig]:
             LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2)]
 
 
-def bwd_attn_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row x key tiles of the backward attention passes (dq/dw and dk/du): K and all of V are one block each."""
+def bwd_dq_configs(K: int, V: int) -> list[LaunchConfig]:
+    """Row x key tiles of the backward dq / dw pass (K and all of V one block each)."""
     if K > 128:
         return [LaunchConfig({"BT": 16, "BS": 32}, num_warps=4, num_stages=1)]
     if K > 64:
@@ -74,14 +74,28 @@ def bwd_attn_configs(K: int, V: int) -> list[LaunchConfig]:
             LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
 
 
+def bwd_dk_configs(K: int, V: int) -> list[LaunchConfig]:
+    """Key x row tiles of the backward dk / du pass: it holds k, u, dk and du, so 64-key tiles spill on sm_80."""
+    if K > 128:
+        return [LaunchConfig({"BT": 16, "BS": 32}, num_warps=4, num_stages=1)]
+    return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+
+
+def suffix_configs(K: int, V: int) -> list[LaunchConfig]:
+    """Key x row tiles of the backward suffix pass (the forward prefix pass's mirror); 64 x 32 spills at K = 256."""
+    if K > 128:
+        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+    return prefix_configs(K, V)
+
+
 SMALL_TILES = LaunchConfig({"BT": 16, "BS": 16}, num_warps=2, num_stages=1)
 TUNERS = {
     "prefix": Tuner("deltaformer_fwd_kernel_prefix", prefix_configs, SMALL_TILES),
     "intra": Tuner("deltaformer_fwd_kernel_intra", intra_configs, LaunchConfig({"BT": 16}, num_warps=2, num_stages=1)),
     "read": Tuner("deltaformer_fwd_kernel_read", read_configs, SMALL_TILES),
-    "bwd_dq": Tuner("deltaformer_bwd_kernel_dq", bwd_attn_configs, SMALL_TILES),
-    "bwd_dk": Tuner("deltaformer_bwd_kernel_dk", bwd_attn_configs, SMALL_TILES),
-    "bwd_suffix": Tuner("deltaformer_bwd_kernel_suffix", prefix_configs, SMALL_TILES),
+    "bwd_dq": Tuner("deltaformer_bwd_kernel_dq", bwd_dq_configs, SMALL_TILES),
+    "bwd_dk": Tuner("deltaformer_bwd_kernel_dk", bwd_dk_configs, SMALL_TILES),
+    "bwd_suffix": Tuner("deltaformer_bwd_kernel_suffix", suffix_configs, SMALL_TILES),
     "bwd_intra": Tuner("deltaformer_bwd_kernel_intra", intra_configs,
                        LaunchConfig({"BT": 16}, num_warps=2, num_stages=1)),
 }
@@ -381,13 +395,7 @@ def _bwd_variants(D: int, p: str, base: dict[str, Any], kernel: str | None) -> l
                 "lse": "*fp32", "D": "*fp32"}
     tail = {"cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
     if kernel is None:
-        for cfg in bwd_attn_configs(D, D):
-            consts = {**bwd, "KERNEL": "softmax", "WRITE": False, **cfg.blocks}
-            out.append(AotVariant("deltaformer_bwd_kernel_dq", kern.deltaformer_bwd_kernel_dq,
-                                  {**attn_sig, "dq": "*fp32", **tail}, consts, cfg.num_warps, cfg.num_stages))
-            out.append(AotVariant("deltaformer_bwd_kernel_dk", kern.deltaformer_bwd_kernel_dk,
-                                  {**attn_sig, "dk": "*fp32", "du": "*fp32", **tail}, consts, cfg.num_warps,
-                                  cfg.num_stages))
+        out.extend(_bwd_attn_variants(D, {**attn_sig, **tail}, {**bwd, "KERNEL": "softmax", "WRITE": False}))
         for a in (p, "*fp32"):
             out.append(AotVariant("deltaformer_bwd_kernel_rowdot", kern.deltaformer_bwd_kernel_rowdot,
                                   {"a": a, "b": a, "out": "*fp32", "R": "i32"},
@@ -395,7 +403,7 @@ def _bwd_variants(D: int, p: str, base: dict[str, Any], kernel: str | None) -> l
         return out
     chunk_sig = {"w": p, "k": p, "x": "*fp32", "beta": p, "lse": "*fp32"}
     chunk_tail = {"cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
-    for cfg in prefix_configs(D, D):
+    for cfg in suffix_configs(D, D):
         out.append(AotVariant("deltaformer_bwd_kernel_suffix", kern.deltaformer_bwd_kernel_suffix,
                               {**chunk_sig, "g": "*fp32", "rhs": "*fp32", **chunk_tail},
                               {**base, "KERNEL": kernel, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
@@ -405,13 +413,19 @@ def _bwd_variants(D: int, p: str, base: dict[str, Any], kernel: str | None) -> l
                               {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3", **cfg.blocks}, cfg.num_warps,
                               cfg.num_stages))
     if kernel != "round":
-        for cfg in bwd_attn_configs(D, D):
-            consts = {**bwd, "KERNEL": kernel, "WRITE": True, **cfg.blocks}
-            out.append(AotVariant("deltaformer_bwd_kernel_dq", kern.deltaformer_bwd_kernel_dq,
-                                  {**attn_sig, "dq": "*fp32", **tail}, consts, cfg.num_warps, cfg.num_stages))
-            out.append(AotVariant("deltaformer_bwd_kernel_dk", kern.deltaformer_bwd_kernel_dk,
-                                  {**attn_sig, "dk": "*fp32", "du": "*fp32", **tail}, consts, cfg.num_warps,
-                                  cfg.num_stages))
+        out.extend(_bwd_attn_variants(D, {**attn_sig, **tail}, {**bwd, "KERNEL": kernel, "WRITE": True}))
+    return out
+
+
+def _bwd_attn_variants(D: int, sig: dict[str, str], consts: dict[str, Any]) -> list[AotVariant]:
+    """The dq and dk passes of one attention backward (read-out or write similarity) for head dim D."""
+    head = {n: sig[n] for n in ("q", "k", "u", "g", "beta", "lse", "D")}
+    tail = {n: sig[n] for n in ("cu_seqlens", "scale", "T")}
+    out = [AotVariant("deltaformer_bwd_kernel_dq", kern.deltaformer_bwd_kernel_dq, {**head, "dq": "*fp32", **tail},
+                      {**consts, **cfg.blocks}, cfg.num_warps, cfg.num_stages) for cfg in bwd_dq_configs(D, D)]
+    out += [AotVariant("deltaformer_bwd_kernel_dk", kern.deltaformer_bwd_kernel_dk,
+                       {**head, "dk": "*fp32", "du": "*fp32", **tail}, {**consts, **cfg.blocks}, cfg.num_warps,
+                       cfg.num_stages) for cfg in bwd_dk_configs(D, D)]
     return out
 
 
