@@ -57,7 +57,8 @@ class CompileResult:
 def variants(quick: bool) -> list[object]:
     """The AOT variants of every Triton op (a subset with ``quick``)."""
     if quick:
-        return list(deltaformer.aot_variants(head_dims=(64, 256), dtypes=("bf16",), kernels=("softmax",)))
+        return list(deltaformer.aot_variants(head_dims=(64, 256), dtypes=("bf16",), kernels=("softmax",),
+                                             store_rs=(True,)))
     return list(deltaformer.aot_variants())
 
 
