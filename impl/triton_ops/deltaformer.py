@@ -75,15 +75,19 @@ def bwd_dq_configs(K: int, V: int) -> list[LaunchConfig]:
 
 
 def bwd_dk_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Key x row tiles of the backward dk / du pass: it holds k, u, dk and du, so 64-key tiles spill on sm_80."""
+    """Key x row tiles of the backward dk / du pass: it holds k, u, dk and du, so 64-key tiles spill on sm_80, and
+    so does 32 x 32 with 4 warps at K = 64 (exp write); 8 warps there."""
     if K > 128:
         return [LaunchConfig({"BT": 16, "BS": 32}, num_warps=4, num_stages=1)]
+    if 32 < K <= 64:
+        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=8, num_stages=2)]
     return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
 
 
 def suffix_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Key x row tiles of the backward suffix pass (the forward prefix pass's mirror); 64 x 32 spills at K = 256."""
-    if K > 128:
+    """Key x row tiles of the backward suffix pass (the forward prefix pass's mirror); 64 x 32 spills on sm_80 at
+    K = 128 (4 warps) and K = 256 (8 warps)."""
+    if K > 64:
         return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
     return prefix_configs(K, V)
 
