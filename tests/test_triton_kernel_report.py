@@ -1,9 +1,10 @@
 """Ahead-of-time compilation of the Triton kernels for sm_80 and sm_90a (no GPU needed).
 
 The test compiles the representative subset of ``python -m impl.kernel_report --quick`` (head dims 64 and 256,
-bf16, every kernel and each of its launch configurations, softmax write); the CLI without ``--quick`` compiles all
-variants (every head dim 16..256, fp16 and bf16, all four write kernels). Catches: a launch configuration that spills
-registers, fails to compile, or whose matmuls do not reach the tensor cores.
+bf16, every forward and backward kernel and each of its launch configurations, softmax write); the CLI without
+``--quick`` compiles all variants (every head dim 16..256, fp16 and bf16, all four write kernels). Catches: a launch
+configuration that spills registers, fails to compile, or whose matmuls do not reach the tensor cores (the row-dot
+preprocessing kernel has no matmul and is exempt from the last).
 
 It runs the CLI in a fresh process without TRITON_INTERPRET: once the interpreter tests have imported the kernel
 module in interpreter mode, the kernels in this process are interpreted functions and cannot be compiled.
@@ -39,7 +40,9 @@ def test_every_kernel_compiles_for_sm80_and_sm90a_without_spills_on_tensor_cores
     assert rows, "no variants compiled\n" + report
     assert {row[1] for row in rows} == arch_names, report
     assert {row[0] for row in rows} >= {"deltaformer_fwd_kernel_prefix", "deltaformer_fwd_kernel_intra",
-                                        "deltaformer_fwd_kernel_read"}, report
+                                        "deltaformer_fwd_kernel_read", "deltaformer_bwd_kernel_rowdot",
+                                        "deltaformer_bwd_kernel_dq", "deltaformer_bwd_kernel_dk",
+                                        "deltaformer_bwd_kernel_suffix", "deltaformer_bwd_kernel_intra"}, report
     recurrent = {"delta_rule_fwd_kernel_wy", "chunk_fwd_kernel_h", "chunk_fwd_kernel_o", "chunk_bwd_kernel_dh",
                  "chunk_bwd_kernel_dqk", "delta_rule_bwd_kernel_wy"}
     assert {row[0] for row in rows} >= recurrent, report

@@ -64,11 +64,44 @@ def read_configs(K: int, V: int) -> list[LaunchConfig]:
             LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2)]
 
 
+def bwd_dq_configs(K: int, V: int) -> list[LaunchConfig]:
+    """Row x key tiles of the backward dq / dw pass (K and all of V one block each)."""
+    if K > 128:
+        return [LaunchConfig({"BT": 16, "BS": 32}, num_warps=4, num_stages=1)]
+    if K > 64:
+        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+    return [LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2),
+            LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+
+
+def bwd_dk_configs(K: int, V: int) -> list[LaunchConfig]:
+    """Key x row tiles of the backward dk / du pass: it holds k, u, dk and du, so 64-key tiles spill on sm_80, and
+    so does 32 x 32 with 4 warps at K = 64 (exp write); 8 warps there."""
+    if K > 128:
+        return [LaunchConfig({"BT": 16, "BS": 32}, num_warps=4, num_stages=1)]
+    if 32 < K <= 64:
+        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=8, num_stages=2)]
+    return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+
+
+def suffix_configs(K: int, V: int) -> list[LaunchConfig]:
+    """Key x row tiles of the backward suffix pass (the forward prefix pass's mirror); 64 x 32 spills on sm_80 at
+    K = 128 (4 warps) and K = 256 (8 warps)."""
+    if K > 64:
+        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+    return prefix_configs(K, V)
+
+
 SMALL_TILES = LaunchConfig({"BT": 16, "BS": 16}, num_warps=2, num_stages=1)
 TUNERS = {
     "prefix": Tuner("deltaformer_fwd_kernel_prefix", prefix_configs, SMALL_TILES),
     "intra": Tuner("deltaformer_fwd_kernel_intra", intra_configs, LaunchConfig({"BT": 16}, num_warps=2, num_stages=1)),
     "read": Tuner("deltaformer_fwd_kernel_read", read_configs, SMALL_TILES),
+    "bwd_dq": Tuner("deltaformer_bwd_kernel_dq", bwd_dq_configs, SMALL_TILES),
+    "bwd_dk": Tuner("deltaformer_bwd_kernel_dk", bwd_dk_configs, SMALL_TILES),
+    "bwd_suffix": Tuner("deltaformer_bwd_kernel_suffix", suffix_configs, SMALL_TILES),
+    "bwd_intra": Tuner("deltaformer_bwd_kernel_intra", intra_configs,
+                       LaunchConfig({"BT": 16}, num_warps=2, num_stages=1)),
 }
 
 
@@ -89,8 +122,10 @@ def _sequences(B: int, T: int, cu_seqlens: torch.Tensor | None) -> tuple[int, in
 
 
 def u_fwd(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, kernel: str, scale: float,
-          chunk_size: int, cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """u [B, T, H, V] and the write softmax's log-sum-exp [B, T, H] (unused unless kernel == "softmax")."""
+          chunk_size: int, cu_seqlens: torch.Tensor | None,
+          store_r: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """u [B, T, H, V], the write softmax's log-sum-exp [B, T, H] (unused unless kernel == "softmax") and, with
+    ``store_r``, the write-attention output r = P u [B, T, H, V] in the accumulation dtype (for the backward)."""
     B, T, H, K = w.shape
     V = v.shape[-1]
     N, max_len = _sequences(B, T, cu_seqlens)
@@ -102,10 +137,11 @@ def u_fwd(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
     m = torch.empty(B, T, H, dtype=adt, device=v.device)
     lsum = torch.empty(B, T, H, dtype=adt, device=v.device)
     lse = torch.empty(B, T, H, dtype=adt, device=v.device)
+    r = torch.empty(B, T, H, V, dtype=adt, device=v.device) if store_r else None
     prec, solve_prec = dot_precisions(v.dtype)
     common = {"H": H, "K": K, "V": V, "BK": BK, "BV": BV, "KERNEL": kernel, "IS_VARLEN": cu_seqlens is not None,
               "ACC": _tl_acc(v.dtype), "DOT_PRECISION": prec}
-    key = (K, V, kernel, v.dtype, cu_seqlens is not None)
+    key = (K, V, kernel, v.dtype, cu_seqlens is not None, store_r)
 
     def prefix(cfg: LaunchConfig, i_c: int) -> None:
         grid = (triton.cdiv(min(chunk_size, max_len), cfg.blocks["BT"]), NV, N * H)
@@ -113,16 +149,16 @@ def u_fwd(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                                                  **common, **cfg.kwargs())
 
     def intra(cfg: LaunchConfig, i_c: int) -> None:
-        kern.deltaformer_fwd_kernel_intra[(NV, N * H)](w, k, v, beta, u, m, lsum, acc, lse, cu_seqlens, scale, T,
-                                                       chunk_size, i_c, SOLVE_PRECISION=solve_prec, **common,
-                                                       **cfg.kwargs())
+        kern.deltaformer_fwd_kernel_intra[(NV, N * H)](w, k, v, beta, u, m, lsum, acc, lse, r, cu_seqlens, scale,
+                                                       T, chunk_size, i_c, SOLVE_PRECISION=solve_prec,
+                                                       STORE_R=store_r, **common, **cfg.kwargs())
 
     for i_c in range(triton.cdiv(max_len, chunk_size)):
         cfg_p = TUNERS["prefix"].pick(key, functools.partial(prefix, i_c=i_c), K, V)
         prefix(cfg_p, i_c)
         cfg_i = TUNERS["intra"].pick(key, functools.partial(intra, i_c=i_c), K, V)
         intra(cfg_i, i_c)
-    return u, lse
+    return u, lse, r
 
 
 def read_fwd(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, *, scale: float,
@@ -147,37 +183,185 @@ def read_fwd(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, *, scale: float,
     return o, lse
 
 
-class _ForwardOnly(torch.autograd.Function):
-    """Marks outputs of the forward kernels so that a backward pass fails loudly instead of silently giving no grad.
-
-    The backward kernels are not written yet (impl/triton_ops/README.md, "Status"); until they are, asking for a
-    gradient through backend="triton" raises instead of returning zeros or detaching.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Any) -> Any:
-        raise NotImplementedError("backend='triton': the DeltaFormer backward kernels are not implemented yet; "
-                                  "use backend='torch' for gradients")
+def _full_v(V: int) -> int:
+    """The backward's value block: all of V in one padded block (dP_tj = dO_t . u_j needs every column)."""
+    return max(16, next_power_of_2(V))
 
 
-def _mark(out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-    if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):
-        result: torch.Tensor = _ForwardOnly.apply(out, *inputs)  # type: ignore[no-untyped-call]
-        return result
+def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_v a[..., v] b[..., v] over the last dim of two same-shaped contiguous tensors, in the accumulation dtype."""
+    V = a.shape[-1]
+    R = a.numel() // V
+    adt = acc_dtype(b.dtype if b.dtype == torch.float64 else a.dtype)
+    out = torch.empty(a.shape[:-1], dtype=adt, device=a.device)
+    BR = 16
+    kern.deltaformer_bwd_kernel_rowdot[(triton.cdiv(R, BR),)](a, b, out, R, V=V, BR=BR, BV=_full_v(V),
+                                                               ACC=_tl_acc(adt))
     return out
+
+
+def _attn_bwd(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+              lse: torch.Tensor, D: torch.Tensor, *, kernel: str, write: bool, scale: float,
+              cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(dq, dk, du) of an attention with scores kappa(scale q k^T), values u and output gradient dO (accumulation
+    dtype). write=False: the causal softmax read-out (j <= t), g = do, D = delta, du returned. write=True: the write
+    similarity (j < t), g = X and dO = -beta X, D = beta dbeta (softmax), du not formed (it is the suffix pass)."""
+    B, T, H, K = q.shape
+    V = u.shape[-1]
+    N, max_len = _sequences(B, T, cu_seqlens)
+    BK, BV = head_blocks(K, V)[0], _full_v(V)
+    adt = acc_dtype(u.dtype)
+    dq = torch.empty(B, T, H, K, dtype=adt, device=q.device)
+    dk = torch.empty(B, T, H, K, dtype=adt, device=q.device)
+    du = None if write else torch.empty(B, T, H, V, dtype=adt, device=q.device)
+    prec, _ = dot_precisions(u.dtype)
+    common = {"H": H, "K": K, "V": V, "BK": BK, "BV": BV, "KERNEL": kernel, "WRITE": write,
+              "IS_VARLEN": cu_seqlens is not None, "ACC": _tl_acc(u.dtype), "DOT_PRECISION": prec}
+    key = (K, V, kernel, write, u.dtype, cu_seqlens is not None)
+
+    def launch_dq(cfg: LaunchConfig) -> None:
+        grid = (triton.cdiv(max_len, cfg.blocks["BT"]), N * H)
+        kern.deltaformer_bwd_kernel_dq[grid](q, k, u, g, beta, lse, D, dq, cu_seqlens, scale, T, **common,
+                                             **cfg.kwargs())
+
+    def launch_dk(cfg: LaunchConfig) -> None:
+        grid = (triton.cdiv(max_len, cfg.blocks["BT"]), N * H)
+        kern.deltaformer_bwd_kernel_dk[grid](q, k, u, g, beta, lse, D, dk, du, cu_seqlens, scale, T, **common,
+                                             **cfg.kwargs())
+
+    launch_dk(TUNERS["bwd_dk"].pick(key, launch_dk, K, V))
+    launch_dq(TUNERS["bwd_dq"].pick(key, launch_dq, K, V))
+    return dq, dk, du
+
+
+def read_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, o: torch.Tensor,
+             lse: torch.Tensor, *, scale: float,
+             cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Read-out backward (FlashAttention-2): delta = rowsum(do * o), then dk/du per key tile and dq per row tile.
+    Results in the accumulation dtype."""
+    delta = rowdot(do, o)
+    dq, dk, du = _attn_bwd(q, k, u, do, lse, lse, delta, kernel="softmax", write=False, scale=scale,
+                           cu_seqlens=cu_seqlens)
+    assert du is not None
+    return dq, dk, du
+
+
+def u_bwd(g: torch.Tensor, w: torch.Tensor, k: torch.Tensor, beta: torch.Tensor, u: torch.Tensor, r: torch.Tensor,
+          lse: torch.Tensor, *, kernel: str, scale: float, chunk_size: int,
+          cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dw, dk, dv, dbeta) in the accumulation dtype from g = dL/du (accumulation dtype, contiguous).
+
+    X = M^-T g chunk by chunk in REVERSE order, starting at the last actual chunk start (n_chunks - 1) * C, so T not
+    a multiple of C is handled like the forward; then dv = X, dbeta_t = -X_t . r_t and the score gradients.
+    """
+    B, T, H, K = w.shape
+    V = u.shape[-1]
+    N, max_len = _sequences(B, T, cu_seqlens)
+    BK, BV = head_blocks(K, V)
+    NV = triton.cdiv(V, BV)
+    adt = acc_dtype(u.dtype)
+    x = torch.empty(B, T, H, V, dtype=adt, device=u.device)
+    rhs = torch.empty(B, T, H, V, dtype=adt, device=u.device)
+    prec, solve_prec = dot_precisions(u.dtype)
+    common = {"H": H, "K": K, "V": V, "BK": BK, "BV": BV, "KERNEL": kernel, "IS_VARLEN": cu_seqlens is not None,
+              "ACC": _tl_acc(u.dtype), "DOT_PRECISION": prec}
+    key = (K, V, kernel, u.dtype, cu_seqlens is not None)
+
+    def suffix(cfg: LaunchConfig, i_c: int) -> None:
+        grid = (triton.cdiv(min(chunk_size, max_len), cfg.blocks["BT"]), NV, N * H)
+        kern.deltaformer_bwd_kernel_suffix[grid](w, k, x, beta, lse, g, rhs, cu_seqlens, scale, T, chunk_size, i_c,
+                                                 **common, **cfg.kwargs())
+
+    def intra(cfg: LaunchConfig, i_c: int) -> None:
+        kern.deltaformer_bwd_kernel_intra[(NV, N * H)](w, k, x, beta, lse, rhs, cu_seqlens, scale, T, chunk_size,
+                                                       i_c, SOLVE_PRECISION=solve_prec, **common, **cfg.kwargs())
+
+    for i_c in reversed(range(triton.cdiv(max_len, chunk_size))):
+        cfg_s = TUNERS["bwd_suffix"].pick(key, functools.partial(suffix, i_c=i_c), K, V)
+        suffix(cfg_s, i_c)
+        cfg_i = TUNERS["bwd_intra"].pick(key, functools.partial(intra, i_c=i_c), K, V)
+        intra(cfg_i, i_c)
+    xr = rowdot(x, r)
+    dbeta = -xr
+    if kernel == "round":
+        # round has zero derivative almost everywhere: only dv and dbeta flow
+        return torch.zeros_like(w, dtype=adt), torch.zeros_like(k, dtype=adt), x, dbeta
+    D = (-beta.to(adt) * xr).contiguous()  # D_t = dO_t . r_t = sum_j P_tj dP_tj (softmax normaliser term)
+    dw, dk, _ = _attn_bwd(w, k, u, x, beta, lse, D, kernel=kernel, write=True, scale=scale, cu_seqlens=cu_seqlens)
+    return dw, dk, x, dbeta
+
+
+class _DeltaFormerU(torch.autograd.Function):
+    """u = DF.4(w, k, v, beta) on [B, T, H, *] contiguous tensors; backward by the kernels above."""
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, kernel: str,
+                scale: float, chunk_size: int, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+        u, lse, r = u_fwd(w, k, v, beta, kernel=kernel, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens,
+                          store_r=True)
+        ctx.save_for_backward(w, k, beta, u, r, lse, cu_seqlens)
+        ctx.options = (kernel, scale, chunk_size)
+        return u
+
+    @staticmethod
+    def backward(ctx: Any, grad_u: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        w, k, beta, u, r, lse, cu_seqlens = ctx.saved_tensors
+        kernel, scale, chunk_size = ctx.options
+        g = grad_u.to(acc_dtype(u.dtype)).contiguous()
+        dw, dk, dv, dbeta = u_bwd(g, w, k, beta, u, r, lse, kernel=kernel, scale=scale, chunk_size=chunk_size,
+                                  cu_seqlens=cu_seqlens)
+        return dw.to(w.dtype), dk.to(k.dtype), dv.to(u.dtype), dbeta.to(beta.dtype), None, None, None, None
+
+
+class _DeltaFormerAttn(torch.autograd.Function):
+    """o = causal_softmax(read_scale q k^T) u, u = DF.4(w, k, v, beta) with w = k or q; backward: the read-out's
+    FlashAttention-2 backward gives du, then the u backward; dw is added to dk (write="k") or dq (write="q")."""
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, write: str,
+                kernel: str, write_scale: float, read_scale: float, chunk_size: int,
+                cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+        w = k if write == "k" else q
+        u, lse_w, r = u_fwd(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size,
+                            cu_seqlens=cu_seqlens, store_r=True)
+        o, lse_o = read_fwd(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
+        ctx.save_for_backward(q, k, beta, u, r, lse_w, o, lse_o, cu_seqlens)
+        ctx.options = (write, kernel, write_scale, read_scale, chunk_size)
+        return o
+
+    @staticmethod
+    def backward(ctx: Any, grad_o: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, k, beta, u, r, lse_w, o, lse_o, cu_seqlens = ctx.saved_tensors
+        write, kernel, write_scale, read_scale, chunk_size = ctx.options
+        do = grad_o.to(u.dtype).contiguous()
+        dq, dk, du = read_bwd(do, q, k, u, o, lse_o, scale=read_scale, cu_seqlens=cu_seqlens)
+        w = k if write == "k" else q
+        dw, dk_w, dv, dbeta = u_bwd(du, w, k, beta, u, r, lse_w, kernel=kernel, scale=write_scale,
+                                    chunk_size=chunk_size, cu_seqlens=cu_seqlens)
+        dk = dk + dk_w
+        if write == "k":
+            dk = dk + dw
+        else:
+            dq = dq + dw
+        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(u.dtype), dbeta.to(beta.dtype),
+                None, None, None, None, None, None)
+
+
+def _needs_grad(*inputs: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
 
 
 def deltaformer_u(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, kernel: str,
                   scale: float, chunk_size: int, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
     """DF.1 via DF.4: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j, chunk by chunk. -> u [B, T, H, V]."""
     inputs = (w, k, v, beta)
+    if _needs_grad(*inputs):
+        out: torch.Tensor = _DeltaFormerU.apply(  # type: ignore[no-untyped-call]
+            *(x.contiguous() for x in inputs), kernel, scale, chunk_size, cu_seqlens)
+        return out
     w, k, v, beta = (x.detach().contiguous() for x in inputs)
-    u, _ = u_fwd(w, k, v, beta, kernel=kernel, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
-    return _mark(u, *inputs)
+    u, _, _ = u_fwd(w, k, v, beta, kernel=kernel, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
+    return u
 
 
 def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, write: str,
@@ -189,22 +373,71 @@ def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
     used for both.
     """
     inputs = (q, k, v, beta)
-    q, k, v, beta = (x.detach().contiguous() for x in inputs)
     K = q.shape[-1]
     read_scale = K ** -0.5 if scale is None else float(scale)
     write_scale = (1.0 if kernel in ("linear", "round") else K ** -0.5) if scale is None else float(scale)
+    if _needs_grad(*inputs):
+        out: torch.Tensor = _DeltaFormerAttn.apply(  # type: ignore[no-untyped-call]
+            *(x.contiguous() for x in inputs), write, kernel, write_scale, read_scale, chunk_size, cu_seqlens)
+        return out
+    q, k, v, beta = (x.detach().contiguous() for x in inputs)
     w = k if write == "k" else q
-    u, _ = u_fwd(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
+    u, _, _ = u_fwd(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
     o, _ = read_fwd(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
-    return _mark(o, *inputs)
+    return o
 
 
 WRITE_KERNELS: tuple[str, ...] = ("softmax", "exp", "linear", "round")
 
 
+def _bwd_variants(D: int, p: str, base: dict[str, Any], kernel: str | None) -> list[AotVariant]:
+    """Backward compilations for head dim D: the write kernel ``kernel`` (suffix, intra, and dq/dk with WRITE
+    unless round), or the read-out (kernel None: dq/dk with WRITE False, and the row-dot preprocessing)."""
+    out: list[AotVariant] = []
+    bwd = {**base, "BV": _full_v(D)}
+    attn_sig = {"q": p, "k": p, "u": p, "g": p if kernel is None else "*fp32", "beta": p if kernel else "*fp32",
+                "lse": "*fp32", "D": "*fp32"}
+    tail = {"cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
+    if kernel is None:
+        out.extend(_bwd_attn_variants(D, {**attn_sig, **tail}, {**bwd, "KERNEL": "softmax", "WRITE": False}))
+        for a in (p, "*fp32"):
+            out.append(AotVariant("deltaformer_bwd_kernel_rowdot", kern.deltaformer_bwd_kernel_rowdot,
+                                  {"a": a, "b": a, "out": "*fp32", "R": "i32"},
+                                  {"V": D, "BR": 16, "BV": _full_v(D), "ACC": tl.float32}, 4, 1))
+        return out
+    chunk_sig = {"w": p, "k": p, "x": "*fp32", "beta": p, "lse": "*fp32"}
+    chunk_tail = {"cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
+    for cfg in suffix_configs(D, D):
+        out.append(AotVariant("deltaformer_bwd_kernel_suffix", kern.deltaformer_bwd_kernel_suffix,
+                              {**chunk_sig, "g": "*fp32", "rhs": "*fp32", **chunk_tail},
+                              {**base, "KERNEL": kernel, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+    for cfg in intra_configs(D, D):
+        out.append(AotVariant("deltaformer_bwd_kernel_intra", kern.deltaformer_bwd_kernel_intra,
+                              {**chunk_sig, "rhs": "*fp32", **chunk_tail},
+                              {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3", **cfg.blocks}, cfg.num_warps,
+                              cfg.num_stages))
+    if kernel != "round":
+        out.extend(_bwd_attn_variants(D, {**attn_sig, **tail}, {**bwd, "KERNEL": kernel, "WRITE": True}))
+    return out
+
+
+def _bwd_attn_variants(D: int, sig: dict[str, str], consts: dict[str, Any]) -> list[AotVariant]:
+    """The dq and dk passes of one attention backward (read-out or write similarity) for head dim D."""
+    head = {n: sig[n] for n in ("q", "k", "u", "g", "beta", "lse", "D")}
+    tail = {n: sig[n] for n in ("cu_seqlens", "scale", "T")}
+    out = [AotVariant("deltaformer_bwd_kernel_dq", kern.deltaformer_bwd_kernel_dq, {**head, "dq": "*fp32", **tail},
+                      {**consts, **cfg.blocks}, cfg.num_warps, cfg.num_stages) for cfg in bwd_dq_configs(D, D)]
+    out += [AotVariant("deltaformer_bwd_kernel_dk", kern.deltaformer_bwd_kernel_dk,
+                       {**head, "dk": "*fp32", "du": "*fp32", **tail}, {**consts, **cfg.blocks}, cfg.num_warps,
+                       cfg.num_stages) for cfg in bwd_dk_configs(D, D)]
+    return out
+
+
 def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...] = LOW_PRECISION,
-                 kernels: tuple[str, ...] = WRITE_KERNELS) -> list[AotVariant]:
-    """Every compilation the forward and backward launchers can request for these head dims (K == V) and dtypes."""
+                 kernels: tuple[str, ...] = WRITE_KERNELS,
+                 store_rs: tuple[bool, ...] = (False, True)) -> list[AotVariant]:
+    """Every compilation the forward and backward launchers can request for these head dims (K == V) and dtypes
+    (``store_rs``: the forward intra kernel without and with the r = P u store that a backward needs)."""
     out: list[AotVariant] = []
     for dt in dtypes:
         for D in head_dims:
@@ -219,13 +452,17 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
                     out.append(AotVariant("deltaformer_fwd_kernel_prefix", kern.deltaformer_fwd_kernel_prefix, sig,
                                           {**base, "KERNEL": kernel, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
                 sig = {"w": p, "k": p, "v": p, "beta": p, "u": p, "m": "*fp32", "lsum": "*fp32", "acc": "*fp32",
-                       "lse": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
+                       "lse": "*fp32", "r": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32",
+                       "i_c": "i32"}
                 for cfg in intra_configs(D, D):
-                    out.append(AotVariant("deltaformer_fwd_kernel_intra", kern.deltaformer_fwd_kernel_intra, sig,
-                                          {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3", **cfg.blocks},
-                                          cfg.num_warps, cfg.num_stages))
+                    for store_r in store_rs:
+                        out.append(AotVariant("deltaformer_fwd_kernel_intra", kern.deltaformer_fwd_kernel_intra, sig,
+                                              {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3",
+                                               "STORE_R": store_r, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+                out.extend(_bwd_variants(D, p, base, kernel))
             sig = {"q": p, "k": p, "u": p, "o": p, "lse": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
             for cfg in read_configs(D, D):
                 out.append(AotVariant("deltaformer_fwd_kernel_read", kern.deltaformer_fwd_kernel_read, sig,
                                       {**base, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+            out.extend(_bwd_variants(D, p, base, None))
     return out

@@ -151,11 +151,11 @@ def deltaformer_fwd_kernel_prefix(
 
 @triton.jit(do_not_specialize=["T", "C", "i_c"])
 def deltaformer_fwd_kernel_intra(
-    w, k, v, beta, u, m, lsum, acc, lse, cu_seqlens, scale, T, C, i_c,
+    w, k, v, beta, u, m, lsum, acc, lse, r, cu_seqlens, scale, T, C, i_c,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     KERNEL: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, SOLVE_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, SOLVE_PRECISION: tl.constexpr, STORE_R: tl.constexpr,
 ):
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -168,6 +168,8 @@ def deltaformer_fwd_kernel_intra(
     v += (bos * H + i_h) * V + i_v * BV
     u += (bos * H + i_h) * V + i_v * BV
     acc += (bos * H + i_h) * V + i_v * BV
+    if STORE_R:
+        r += (bos * H + i_h) * V + i_v * BV
     beta += bos * H + i_h
     m += bos * H + i_h
     lsum += bos * H + i_h
@@ -234,6 +236,10 @@ def deltaformer_fwd_kernel_intra(
         b_Ai = _inverse_unit_lower(b_beta[:, None] * b_P, tl.minimum(ce - cs - i_t * BT, BT), BT)
         b_u = tl.dot(b_Ai, b_r, input_precision=SOLVE_PRECISION)
         tl.store(_tile(u, r0, H * V, o_i, o_v), b_u.to(u.dtype.element_ty), mask=m_tv)
+        if STORE_R:
+            # the write-attention output r = P u (for the backward: dbeta_t = -X_t . r_t), in the accumulation type
+            b_rr = b_a + tl.dot(b_P, b_u, input_precision=SOLVE_PRECISION)
+            tl.store(_tile(r, r0, H * V, o_i, o_v), b_rr.to(r.dtype.element_ty), mask=m_tv)
         # later tiles of this chunk read these rows of u back from global memory
         tl.debug_barrier()
 
@@ -288,3 +294,331 @@ def deltaformer_fwd_kernel_read(
     tl.store(_tile(o, r0, H * V, o_i, o_v), b_o.to(o.dtype.element_ty), mask=m_t[:, None] & m_v[None, :])
     if i_v == 0:
         tl.store(_vec(lse, r0, H, o_i), (b_m + tl.log(b_l)).to(lse.dtype.element_ty), mask=m_t)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Backward. Notation per (sequence, head): forward M u = v with M = I + diag(beta) P (write scores, j < t), read-out
+# o = A u with A the causal softmax (j <= t). With G = dL/du: X = M^-T G, dv = X, dbeta_t = -X_t . r_t (r = P u),
+# and the write-score gradients are an attention backward with queries w, keys k, values u and output gradient
+# dO_t = -beta_t X_t: dP_tj = dO_t . u_j, softmax dS = P (dP - D_t) with D_t = dO_t . r_t = beta_t dbeta_t.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _probs(b_s, b_lse, m_s, KERNEL: tl.constexpr):
+    """P for a score tile b_s [R, S] under the admissible mask m_s; softmax uses the saved row log-sum-exp b_lse
+    (already broadcast to b_s's shape; -inf, i.e. a row without keys, has no admissible entry and becomes 0)."""
+    if KERNEL == "softmax":
+        b_lse = tl.where(b_lse == float("-inf"), 0.0, b_lse)
+        b_p = tl.exp(tl.where(m_s, b_s - b_lse, float("-inf")))
+    else:
+        b_p = tl.where(m_s, _kappa(b_s, KERNEL), 0.0)
+    return b_p
+
+
+@triton.jit
+def _score_grad(b_p, b_dp, b_D, m_s, KERNEL: tl.constexpr):
+    """dL/ds from dL/dP: softmax P (dP - D) (D = sum_j P dP per query row, broadcast), exp P dP, linear dP."""
+    if KERNEL == "softmax":
+        b_ds = b_p * (b_dp - b_D)
+    elif KERNEL == "exp":
+        b_ds = b_p * b_dp
+    else:
+        b_ds = tl.where(m_s, b_dp, 0.0)
+    return b_ds
+
+
+@triton.jit
+def deltaformer_bwd_kernel_rowdot(a, b, out, R, V: tl.constexpr, BR: tl.constexpr, BV: tl.constexpr,
+                                  ACC: tl.constexpr):
+    """out_r = sum_v a_rv b_rv over R contiguous rows of V: delta = rowsum(do * o) (read) and X . r (write)."""
+    i_r = tl.program_id(0)
+    o_r = tl.cast(i_r, tl.int64) * BR + tl.arange(0, BR)
+    o_v = tl.arange(0, BV)
+    m_r = o_r < R
+    m = m_r[:, None] & (o_v < V)[None, :]
+    b_a = tl.load(a + o_r[:, None] * V + o_v[None, :], mask=m, other=0.0).to(ACC)
+    b_b = tl.load(b + o_r[:, None] * V + o_v[None, :], mask=m, other=0.0).to(ACC)
+    tl.store(out + o_r, tl.sum(b_a * b_b, 1).to(out.dtype.element_ty), mask=m_r)
+
+
+@triton.jit(do_not_specialize=["T"])
+def deltaformer_bwd_kernel_dq(
+    q, k, u, g, beta, lse, D, dq, cu_seqlens, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    KERNEL: tl.constexpr, WRITE: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Per query row tile: dq_t = scale sum_j dS_tj k_j (FlashAttention-2's dq pass).
+
+    WRITE False: the read-out (softmax over j <= t, g = do, D = delta). WRITE True: the write similarity (keys
+    j < t, queries w, g = X and dO = -beta X, D = beta dbeta; KERNEL softmax, exp or linear), result dw.
+    """
+    i_t, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    L = (eos - bos).to(tl.int32)
+    if i_t * BT >= L:
+        return
+    q += (bos * H + i_h) * K
+    k += (bos * H + i_h) * K
+    dq += (bos * H + i_h) * K
+    u += (bos * H + i_h) * V
+    g += (bos * H + i_h) * V
+    beta += bos * H + i_h
+    lse += bos * H + i_h
+    D += bos * H + i_h
+    o_i = tl.arange(0, BT)
+    o_j = tl.arange(0, BS)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    m_k = o_k < K
+    m_v = o_v < V
+    r0 = i_t * BT
+    o_t = r0 + o_i
+    m_t = o_t < L
+    # [BT, BK], [BT, BV]
+    b_q = tl.load(_tile(q, r0, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
+    b_g = tl.load(_tile(g, r0, H * V, o_i, o_v), mask=m_t[:, None] & m_v[None, :], other=0.0).to(ACC)
+    if WRITE:
+        b_beta = tl.load(_vec(beta, r0, H, o_i), mask=m_t, other=0.0).to(ACC)
+        b_g = -b_beta[:, None] * b_g
+    b_do = b_g.to(u.dtype.element_ty)
+    b_lse = tl.zeros([BT], dtype=ACC)
+    b_D = tl.zeros([BT], dtype=ACC)
+    if KERNEL == "softmax":
+        b_lse = tl.load(_vec(lse, r0, H, o_i), mask=m_t, other=0.0).to(ACC)
+        b_D = tl.load(_vec(D, r0, H, o_i), mask=m_t, other=0.0).to(ACC)
+    b_dq = tl.zeros([BT, BK], dtype=ACC)
+    for i_s in range(0, tl.cdiv(tl.minimum(r0 + BT, L), BS)):
+        s0 = i_s * BS
+        o_s = s0 + o_j
+        m_s = o_s < L
+        # [BS, BK], [BS, BV]
+        b_k = tl.load(_tile(k, s0, H * K, o_j, o_k), mask=m_s[:, None] & m_k[None, :], other=0.0)
+        b_u = tl.load(_tile(u, s0, H * V, o_j, o_v), mask=m_s[:, None] & m_v[None, :], other=0.0)
+        # [BT, BS]
+        b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION).to(ACC) * scale
+        if WRITE:
+            m_ts = (o_t[:, None] > o_s[None, :]) & m_s[None, :] & m_t[:, None]
+        else:
+            m_ts = (o_t[:, None] >= o_s[None, :]) & m_s[None, :] & m_t[:, None]
+        b_p = _probs(b_s, b_lse[:, None] + tl.zeros([BT, BS], dtype=ACC), m_ts, KERNEL)
+        b_dp = tl.dot(b_do, tl.trans(b_u), input_precision=DOT_PRECISION).to(ACC)
+        b_ds = _score_grad(b_p, b_dp, b_D[:, None], m_ts, KERNEL)
+        b_dq += tl.dot(b_ds.to(b_k.dtype), b_k, input_precision=DOT_PRECISION)
+    tl.store(_tile(dq, r0, H * K, o_i, o_k), (b_dq * scale).to(dq.dtype.element_ty),
+             mask=m_t[:, None] & m_k[None, :])
+
+
+@triton.jit(do_not_specialize=["T"])
+def deltaformer_bwd_kernel_dk(
+    q, k, u, g, beta, lse, D, dk, du, cu_seqlens, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    KERNEL: tl.constexpr, WRITE: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Per key tile: dk_j = scale sum_t dS_tj q_t, and (read-out only) du_j = sum_t P_tj do_t.
+
+    One program owns a key tile and walks the query tiles after it, so dk is accumulated in registers and
+    stored once: deterministic, no atomics. WRITE as in ``deltaformer_bwd_kernel_dq`` (q is then w, rows t > j).
+    """
+    i_t, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    L = (eos - bos).to(tl.int32)
+    if i_t * BT >= L:
+        return
+    q += (bos * H + i_h) * K
+    k += (bos * H + i_h) * K
+    dk += (bos * H + i_h) * K
+    u += (bos * H + i_h) * V
+    if not WRITE:
+        du += (bos * H + i_h) * V
+    g += (bos * H + i_h) * V
+    beta += bos * H + i_h
+    lse += bos * H + i_h
+    D += bos * H + i_h
+    o_i = tl.arange(0, BT)
+    o_j = tl.arange(0, BS)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    m_k = o_k < K
+    m_v = o_v < V
+    j0 = i_t * BT
+    o_s = j0 + o_i
+    m_s = o_s < L
+    # [BT, BK], [BT, BV]: this program's keys and values
+    b_k = tl.load(_tile(k, j0, H * K, o_i, o_k), mask=m_s[:, None] & m_k[None, :], other=0.0)
+    b_u = tl.load(_tile(u, j0, H * V, o_i, o_v), mask=m_s[:, None] & m_v[None, :], other=0.0)
+    b_dk = tl.zeros([BT, BK], dtype=ACC)
+    b_du = tl.zeros([BT, BV], dtype=ACC)
+    # query tiles from the one holding row j0 to the end of the sequence
+    for i_r in range(j0 // BS, tl.cdiv(L, BS)):
+        t0 = i_r * BS
+        o_t = t0 + o_j
+        m_t = o_t < L
+        # [BS, BK], [BS, BV]
+        b_q = tl.load(_tile(q, t0, H * K, o_j, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
+        b_g = tl.load(_tile(g, t0, H * V, o_j, o_v), mask=m_t[:, None] & m_v[None, :], other=0.0).to(ACC)
+        if WRITE:
+            b_beta = tl.load(_vec(beta, t0, H, o_j), mask=m_t, other=0.0).to(ACC)
+            b_g = -b_beta[:, None] * b_g
+        b_do = b_g.to(u.dtype.element_ty)
+        # [BT, BS]: transposed scores, rows = keys j, columns = queries t
+        b_sT = tl.dot(b_k, tl.trans(b_q), input_precision=DOT_PRECISION).to(ACC) * scale
+        if WRITE:
+            m_st = (o_t[None, :] > o_s[:, None]) & m_t[None, :] & m_s[:, None]
+        else:
+            m_st = (o_t[None, :] >= o_s[:, None]) & m_t[None, :] & m_s[:, None]
+        b_lse = tl.zeros([BS], dtype=ACC)
+        b_D = tl.zeros([BS], dtype=ACC)
+        if KERNEL == "softmax":
+            b_lse = tl.load(_vec(lse, t0, H, o_j), mask=m_t, other=0.0).to(ACC)
+            b_D = tl.load(_vec(D, t0, H, o_j), mask=m_t, other=0.0).to(ACC)
+        b_pT = _probs(b_sT, b_lse[None, :] + tl.zeros([BT, BS], dtype=ACC), m_st, KERNEL)
+        if not WRITE:
+            b_du += tl.dot(b_pT.to(b_do.dtype), b_do, input_precision=DOT_PRECISION)
+        b_dpT = tl.dot(b_u, tl.trans(b_do), input_precision=DOT_PRECISION).to(ACC)
+        b_dsT = _score_grad(b_pT, b_dpT, b_D[None, :], m_st, KERNEL)
+        b_dk += tl.dot(b_dsT.to(b_q.dtype), b_q, input_precision=DOT_PRECISION)
+    tl.store(_tile(dk, j0, H * K, o_i, o_k), (b_dk * scale).to(dk.dtype.element_ty),
+             mask=m_s[:, None] & m_k[None, :])
+    if not WRITE:
+        tl.store(_tile(du, j0, H * V, o_i, o_v), b_du.to(du.dtype.element_ty), mask=m_s[:, None] & m_v[None, :])
+
+
+@triton.jit(do_not_specialize=["T", "C", "i_c"])
+def deltaformer_bwd_kernel_suffix(
+    w, k, x, beta, lse, g, rhs, cu_seqlens, scale, T, C, i_c,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    KERNEL: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """Rows j of chunk [cs, ce): rhs_j = G_j + sum_{t >= ce} P_tj dO_t, dO_t = -beta_t X_t (X of later chunks).
+
+    The mirror of the forward prefix pass: the right-hand side of the chunk's transposed solve.
+    """
+    i_t, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    L = (eos - bos).to(tl.int32)
+    cs = i_c * C
+    ce = tl.minimum(cs + C, L)
+    if cs + i_t * BT >= ce:
+        return
+    w += (bos * H + i_h) * K
+    k += (bos * H + i_h) * K
+    x += (bos * H + i_h) * V + i_v * BV
+    g += (bos * H + i_h) * V + i_v * BV
+    rhs += (bos * H + i_h) * V + i_v * BV
+    beta += bos * H + i_h
+    lse += bos * H + i_h
+    o_i = tl.arange(0, BT)
+    o_j = tl.arange(0, BS)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    m_k = o_k < K
+    m_v = o_v < V - i_v * BV
+    j0 = cs + i_t * BT
+    o_s = j0 + o_i
+    m_s = o_s < ce
+    # [BT, BK]
+    b_k = tl.load(_tile(k, j0, H * K, o_i, o_k), mask=m_s[:, None] & m_k[None, :], other=0.0)
+    # [BT, BV]
+    b_acc = tl.load(_tile(g, j0, H * V, o_i, o_v), mask=m_s[:, None] & m_v[None, :], other=0.0).to(ACC)
+    for i_r in range(0, tl.cdiv(L - ce, BS)):
+        t0 = ce + i_r * BS
+        o_t = t0 + o_j
+        m_t = o_t < L
+        # [BS, BK], [BS, BV]
+        b_w = tl.load(_tile(w, t0, H * K, o_j, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
+        b_x = tl.load(_tile(x, t0, H * V, o_j, o_v), mask=m_t[:, None] & m_v[None, :], other=0.0).to(ACC)
+        b_beta = tl.load(_vec(beta, t0, H, o_j), mask=m_t, other=0.0).to(ACC)
+        b_lse = tl.zeros([BS], dtype=ACC)
+        if KERNEL == "softmax":
+            b_lse = tl.load(_vec(lse, t0, H, o_j), mask=m_t, other=0.0).to(ACC)
+        # [BT, BS] transposed scores (rows = keys j, columns = later rows t)
+        b_sT = tl.dot(b_k, tl.trans(b_w), input_precision=DOT_PRECISION).to(ACC) * scale
+        m_st = m_s[:, None] & m_t[None, :]
+        b_pT = _probs(b_sT, b_lse[None, :] + tl.zeros([BT, BS], dtype=ACC), m_st, KERNEL)
+        b_do = (-b_beta[:, None] * b_x).to(b_w.dtype)
+        b_acc += tl.dot(b_pT.to(b_w.dtype), b_do, input_precision=DOT_PRECISION)
+    tl.store(_tile(rhs, j0, H * V, o_i, o_v), b_acc.to(rhs.dtype.element_ty), mask=m_s[:, None] & m_v[None, :])
+
+
+@triton.jit(do_not_specialize=["T", "C", "i_c"])
+def deltaformer_bwd_kernel_intra(
+    w, k, x, beta, lse, rhs, cu_seqlens, scale, T, C, i_c,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    KERNEL: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, SOLVE_PRECISION: tl.constexpr,
+):
+    """Chunk [cs, ce): X_c = (I + diag(beta_c) P_cc)^-T rhs_c, row tiles in REVERSE order (last tile first).
+
+    For tile i: rhs_i += sum over later tiles l of this chunk P_{l,i}^T dO_l (their X was stored by this program),
+    then X_i = Ai^T rhs_i with Ai = (I + diag(beta_i) P_ii)^-1 from the forward's in-register inverse.
+    """
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    L = (eos - bos).to(tl.int32)
+    cs = i_c * C
+    ce = tl.minimum(cs + C, L)
+    if cs >= ce:
+        return
+    w += (bos * H + i_h) * K
+    k += (bos * H + i_h) * K
+    x += (bos * H + i_h) * V + i_v * BV
+    rhs += (bos * H + i_h) * V + i_v * BV
+    beta += bos * H + i_h
+    lse += bos * H + i_h
+    o_i = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    m_k = o_k < K
+    m_v = o_v < V - i_v * BV
+    NT = tl.cdiv(ce - cs, BT)
+    for i_rev in range(0, NT):
+        i_t = NT - 1 - i_rev
+        j0 = cs + i_t * BT
+        o_s = j0 + o_i
+        m_s = o_s < ce
+        m_sv = m_s[:, None] & m_v[None, :]
+        # [BT, BK], [BT, BV]
+        b_k = tl.load(_tile(k, j0, H * K, o_i, o_k), mask=m_s[:, None] & m_k[None, :], other=0.0)
+        b_acc = tl.load(_tile(rhs, j0, H * V, o_i, o_v), mask=m_sv, other=0.0).to(ACC)
+        for i_l in range(i_t + 1, NT):
+            t0 = cs + i_l * BT
+            o_t = t0 + o_i
+            m_t = o_t < ce
+            b_w = tl.load(_tile(w, t0, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
+            # [BT, BV], written by this program in an earlier iteration
+            b_x = tl.load(_tile(x, t0, H * V, o_i, o_v), mask=m_t[:, None] & m_v[None, :], other=0.0).to(ACC)
+            b_beta = tl.load(_vec(beta, t0, H, o_i), mask=m_t, other=0.0).to(ACC)
+            b_lse = tl.zeros([BT], dtype=ACC)
+            if KERNEL == "softmax":
+                b_lse = tl.load(_vec(lse, t0, H, o_i), mask=m_t, other=0.0).to(ACC)
+            b_sT = tl.dot(b_k, tl.trans(b_w), input_precision=DOT_PRECISION).to(ACC) * scale
+            m_st = m_s[:, None] & m_t[None, :]
+            b_pT = _probs(b_sT, b_lse[None, :] + tl.zeros([BT, BT], dtype=ACC), m_st, KERNEL)
+            b_do = (-b_beta[:, None] * b_x).to(b_w.dtype)
+            b_acc += tl.dot(b_pT.to(b_w.dtype), b_do, input_precision=DOT_PRECISION)
+
+        # the diagonal tile (rows t and columns j both in this tile), strictly lower
+        b_w = tl.load(_tile(w, j0, H * K, o_i, o_k), mask=m_s[:, None] & m_k[None, :], other=0.0)
+        b_beta = tl.load(_vec(beta, j0, H, o_i), mask=m_s, other=0.0).to(ACC)
+        b_lse = tl.zeros([BT], dtype=ACC)
+        if KERNEL == "softmax":
+            b_lse = tl.load(_vec(lse, j0, H, o_i), mask=m_s, other=0.0).to(ACC)
+        b_s = tl.dot(b_w, tl.trans(b_k), input_precision=DOT_PRECISION).to(ACC) * scale
+        m_d = (o_i[:, None] > o_i[None, :]) & m_s[:, None] & m_s[None, :]
+        b_P = _probs(b_s, b_lse[:, None] + tl.zeros([BT, BT], dtype=ACC), m_d, KERNEL)
+        b_Ai = _inverse_unit_lower(b_beta[:, None] * b_P, tl.minimum(ce - j0, BT), BT)
+        b_x = tl.dot(tl.trans(b_Ai), b_acc, input_precision=SOLVE_PRECISION)
+        tl.store(_tile(x, j0, H * V, o_i, o_v), b_x.to(x.dtype.element_ty), mask=m_sv)
+        # earlier tiles of this chunk read these rows of X back from global memory
+        tl.debug_barrier()
