@@ -36,7 +36,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pytest
@@ -45,6 +44,7 @@ import torch
 from impl.triton_ops import deltaformer as tri
 from impl.triton_ops._runtime import interpreting
 from spec import deltaformer as spec
+from tests._impl_support import poisoned_empty
 
 DEVICE = "cpu" if interpreting() else "cuda"
 pytestmark = pytest.mark.skipif(not interpreting() and not torch.cuda.is_available(),
@@ -57,21 +57,10 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 
 
 @pytest.fixture(autouse=True)
-def nan_poisoned_empty(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """torch.empty / empty_like return NaN-filled tensors (floating dtypes), as FLA's test conftest does."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def poisoned(*args: Any, **kwargs: Any) -> torch.Tensor:
-        out = empty(*args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    def poisoned_like(*args: Any, **kwargs: Any) -> torch.Tensor:
-        out = empty_like(*args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    monkeypatch.setattr(torch, "empty", poisoned)
-    monkeypatch.setattr(torch, "empty_like", poisoned_like)
-    yield
+def nan_poisoned_empty() -> Iterator[None]:
+    """torch.empty / empty_like return NaN-filled floating tensors during every test (catches unwritten rows)."""
+    with poisoned_empty():
+        yield
 
 
 @dataclass

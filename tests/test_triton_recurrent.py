@@ -35,6 +35,7 @@ import impl
 from impl.triton_ops._runtime import interpreting
 from proofs_checks.differential import Problem, check_case, tolerances
 from proofs_checks.differential.bridge import run_spec
+from tests._impl_support import poisoned_empty
 
 pytestmark = pytest.mark.skipif(not interpreting() and not torch.cuda.is_available(),
                                 reason="needs TRITON_INTERPRET=1 or a CUDA device")
@@ -42,21 +43,10 @@ OPS = ("linear_attn", "delta_rule")
 
 
 @pytest.fixture(autouse=True)
-def nan_poisoned_empty(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """torch.empty / empty_like return NaN-filled tensors (floating dtypes)."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def poisoned(*args: Any, **kwargs: Any) -> torch.Tensor:
-        out = empty(*args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    def poisoned_like(*args: Any, **kwargs: Any) -> torch.Tensor:
-        out = empty_like(*args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    monkeypatch.setattr(torch, "empty", poisoned)
-    monkeypatch.setattr(torch, "empty_like", poisoned_like)
-    yield
+def nan_poisoned_empty() -> Iterator[None]:
+    """torch.empty / empty_like return NaN-filled floating tensors during every test (catches unwritten rows)."""
+    with poisoned_empty():
+        yield
 
 
 # (id, problem fields): each case is one shipped-bug shape at the interpreter's 16-row tile
