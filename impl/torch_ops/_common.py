@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["compute_dtype", "from_bhtd", "segments", "to_bhtd", "varlen_map"]
+__all__ = ["compute_dtype", "from_bhtd", "run_stateful", "segments", "to_bhtd", "varlen_map"]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -46,3 +46,29 @@ def varlen_map(fn: Callable[..., Tensor], cu_seqlens: Tensor | None, *tensors: T
     total = tensors[0].shape[1]
     parts = [fn(*(t[:, start:end] for t in tensors)) for start, end in segments(cu_seqlens, total)]
     return torch.cat(parts, dim=1)
+
+
+def run_stateful(chunked: Callable[..., tuple[Tensor, Tensor]], q: Tensor, k: Tensor, v: Tensor,
+                 extras: tuple[Tensor, ...], *, scale: float, initial_state: Tensor | None, output_final_state: bool,
+                 chunk_size: int, cu_seqlens: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """The driver shared by the stateful ops (linear attention, delta rule).
+
+    For each packed sequence: move q (times ``scale``), k, v and ``extras`` (e.g. beta) to [B, H, T, *] in the
+    compute dtype, call ``chunked(q, k, v, *extras, state, chunk_size) -> (o, state)`` with the sequence's initial
+    state (zeros when none is given), and reassemble o [B, T, H, V] and the final state [N, H, K, V] (or None).
+    """
+    dtype = compute_dtype(v.dtype)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    outputs, states = [], []
+    for n, (start, end) in enumerate(segments(cu_seqlens, T)):
+        rows = slice(n, n + 1) if cu_seqlens is not None else slice(None)
+        batch = 1 if cu_seqlens is not None else B
+        state = (torch.zeros(batch, H, K, V, dtype=dtype, device=q.device) if initial_state is None
+                 else initial_state[rows].to(dtype))
+        rest = [to_bhtd(t[:, start:end], dtype) for t in (k, v, *extras)]
+        o, state = chunked(to_bhtd(q[:, start:end], dtype) * scale, *rest, state, chunk_size)
+        outputs.append(from_bhtd(o, v.dtype))
+        states.append(state)
+    final = torch.cat(states, dim=0).to(v.dtype) if output_final_state else None
+    return torch.cat(outputs, dim=1), final

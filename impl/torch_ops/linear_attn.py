@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from impl.torch_ops._common import compute_dtype, from_bhtd, segments, to_bhtd
+from impl.torch_ops._common import run_stateful
 
 __all__ = ["linear_attn"]
 
@@ -30,18 +30,5 @@ def linear_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float, initial_state:
                 output_final_state: bool, chunk_size: int,
                 cu_seqlens: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """Torch backend of ``impl.linear_attn``: q, k [B, T, H, K], v [B, T, H, V] -> (o [B, T, H, V], state)."""
-    dtype = compute_dtype(v.dtype)
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    outputs, states = [], []
-    for n, (start, end) in enumerate(segments(cu_seqlens, T)):
-        rows = slice(n, n + 1) if cu_seqlens is not None else slice(None)
-        batch = 1 if cu_seqlens is not None else B
-        state = (torch.zeros(batch, H, K, V, dtype=dtype, device=q.device) if initial_state is None
-                 else initial_state[rows].to(dtype))
-        o, state = _linear_attn_bhtd(to_bhtd(q[:, start:end], dtype) * scale, to_bhtd(k[:, start:end], dtype),
-                                     to_bhtd(v[:, start:end], dtype), state, chunk_size)
-        outputs.append(from_bhtd(o, v.dtype))
-        states.append(state)
-    final = torch.cat(states, dim=0).to(v.dtype) if output_final_state else None
-    return torch.cat(outputs, dim=1), final
+    return run_stateful(_linear_attn_bhtd, q, k, v, (), scale=scale, initial_state=initial_state,
+                        output_final_state=output_final_state, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
