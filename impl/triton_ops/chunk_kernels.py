@@ -23,16 +23,7 @@ Layout [B, T, H, D] (row-major); with ``cu_seqlens`` B == 1 and the rows of sequ
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _seq_bounds(cu_seqlens, i_n, T, IS_VARLEN: tl.constexpr):
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    else:
-        bos = i_n * T
-        eos = bos + T
-    return bos, eos
+from impl.triton_ops.sequence_kernels import seq_bounds
 
 
 @triton.jit
@@ -87,7 +78,7 @@ def delta_rule_fwd_kernel_wy(
 ):
     i_b, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     if i_b >= tl.load(boffs + i_n + 1) - tl.load(boffs + i_n):
         return
     bs, be = _block_rows(i_b, C, NB, (eos - bos).to(tl.int32), BT)
@@ -130,7 +121,7 @@ def chunk_fwd_kernel_h(
 ):
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
     n0 = tl.load(boffs + i_n)
     nblk = tl.load(boffs + i_n + 1) - n0
@@ -181,7 +172,7 @@ def chunk_fwd_kernel_o(
 ):
     i_b, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     n0 = tl.load(boffs + i_n)
     if i_b >= tl.load(boffs + i_n + 1) - n0:
         return
@@ -223,7 +214,7 @@ def chunk_bwd_kernel_dh(
 ):
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
     n0 = tl.load(boffs + i_n)
     nblk = tl.load(boffs + i_n + 1) - n0
@@ -278,7 +269,7 @@ def chunk_bwd_kernel_dqk(
 ):
     i_b, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     n0 = tl.load(boffs + i_n)
     if i_b >= tl.load(boffs + i_n + 1) - n0:
         return
@@ -345,7 +336,7 @@ def delta_rule_bwd_kernel_wy(
     """W = A K, U = A V (dU = dv_new), A = X diag(beta), X = (I + L)^-1: dv, dbeta, and dk += the WY part."""
     i_b, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     if i_b >= tl.load(boffs + i_n + 1) - tl.load(boffs + i_n):
         return
     bs, be = _block_rows(i_b, C, NB, (eos - bos).to(tl.int32), BT)

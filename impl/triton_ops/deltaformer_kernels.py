@@ -15,16 +15,7 @@ KERNEL: "softmax" (normalised over j < t), "exp", "linear", "round" (half to eve
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _seq_bounds(cu_seqlens, i_n, T, IS_VARLEN: tl.constexpr):
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    else:
-        bos = i_n * T
-        eos = bos + T
-    return bos, eos
+from impl.triton_ops.sequence_kernels import seq_bounds
 
 
 @triton.jit
@@ -100,7 +91,7 @@ def deltaformer_fwd_kernel_prefix(
 ):
     i_t, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
     # chunk [cs, ce) in positions relative to the sequence start
     cs = i_c * C
@@ -159,7 +150,7 @@ def deltaformer_fwd_kernel_intra(
 ):
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
     cs = i_c * C
     ce = tl.minimum(cs + C, L)
@@ -253,7 +244,7 @@ def deltaformer_fwd_kernel_read(
 ):
     i_t, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
     if i_t * BT >= L:
         return
@@ -357,7 +348,7 @@ def deltaformer_bwd_kernel_dq(
     """
     i_t, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
     if i_t * BT >= L:
         return
@@ -427,7 +418,7 @@ def deltaformer_bwd_kernel_dk(
     """
     i_t, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
     if i_t * BT >= L:
         return
@@ -503,7 +494,7 @@ def deltaformer_bwd_kernel_suffix(
     """
     i_t, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
     cs = i_c * C
     ce = tl.minimum(cs + C, L)
@@ -564,7 +555,7 @@ def deltaformer_bwd_kernel_intra(
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = _seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
     cs = i_c * C
     ce = tl.minimum(cs + C, L)
