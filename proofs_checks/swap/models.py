@@ -87,7 +87,8 @@ class _Mixer(nn.Module):
         return out
 
     def mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The sequence op (softmax attention, delta rule, ...); every concrete mixer overrides it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement mix()")
 
 
 class _SoftmaxMixer(_Mixer):
