@@ -23,7 +23,7 @@ Layout [B, T, H, D] (row-major); with ``cu_seqlens`` B == 1 and the rows of sequ
 import triton
 import triton.language as tl
 
-from impl.triton_ops.sequence_kernels import seq_bounds
+from impl.triton_ops.shared_kernels import inverse_unit_lower, seq_bounds
 
 
 @triton.jit
@@ -48,25 +48,12 @@ def _state(base, i_s, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, o_k, o_
 
 
 @triton.jit
-def _inverse_unit_lower(b_A, n, BT: tl.constexpr):
-    """(I + A)^-1 for A [BT, BT] strictly lower triangular and zero beyond row n, by forward substitution by rows."""
-    o_i = tl.arange(0, BT)
-    b_X = -b_A
-    for i in range(1, n):
-        # row i of X holds -A_i; X_i = -A_i + sum_j (-A_ij) X_j (rows j < i of X are final)
-        b_a = tl.sum(tl.where(o_i[:, None] == i, b_X, 0.0), 0)
-        b_a = b_a + tl.sum(b_a[:, None] * b_X, 0)
-        b_X = tl.where(o_i[:, None] == i, b_a[None, :], b_X)
-    return b_X + (o_i[:, None] == o_i[None, :]).to(b_X.dtype)
-
-
-@triton.jit
 def _wy_inverse(b_k, b_beta, n, BT: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """X = (I + tril(diag(beta) K K^T, -1))^-1 [BT, BT] in ACC; b_k [BT, BK] is zero on padded rows."""
     o_i = tl.arange(0, BT)
     b_kk = tl.dot(b_k, tl.trans(b_k), input_precision=DOT_PRECISION).to(ACC)
     b_L = tl.where(o_i[:, None] > o_i[None, :], b_kk * b_beta[:, None], 0.0)
-    return _inverse_unit_lower(b_L, n, BT), b_kk
+    return inverse_unit_lower(b_L, n, BT), b_kk
 
 
 @triton.jit(do_not_specialize=["T", "C", "NB"])

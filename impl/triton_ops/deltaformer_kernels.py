@@ -15,7 +15,7 @@ KERNEL: "softmax" (normalised over j < t), "exp", "linear", "round" (half to eve
 import triton
 import triton.language as tl
 
-from impl.triton_ops.sequence_kernels import seq_bounds
+from impl.triton_ops.shared_kernels import inverse_unit_lower, seq_bounds
 
 
 @triton.jit
@@ -66,20 +66,6 @@ def _online_update(b_s, m_s, b_u, b_m, b_l, b_acc, KERNEL: tl.constexpr, DOT_PRE
         b_p = tl.where(m_s, _kappa(b_s, KERNEL), 0.0)
     b_acc += tl.dot(b_p.to(b_u.dtype), b_u, input_precision=DOT_PRECISION)
     return b_m, b_l, b_acc
-
-
-@triton.jit
-def _inverse_unit_lower(b_A, n, BT: tl.constexpr):
-    """(I + A)^-1 for A [BT, BT] strictly lower triangular and zero beyond row n, by forward substitution by rows."""
-    o_i = tl.arange(0, BT)
-    b_X = -b_A
-    # a runtime trip count (rows actually present) also keeps the compiler from unrolling the loop
-    for i in range(1, n):
-        # row i of X still holds -A_i; X_i = -A_i - sum_j A_ij X_j, i.e. -A_i + sum_j (-A_ij) X_j
-        b_a = tl.sum(tl.where(o_i[:, None] == i, b_X, 0.0), 0)
-        b_a = b_a + tl.sum(b_a[:, None] * b_X, 0)
-        b_X = tl.where(o_i[:, None] == i, b_a[None, :], b_X)
-    return b_X + (o_i[:, None] == o_i[None, :]).to(b_X.dtype)
 
 
 @triton.jit(do_not_specialize=["T", "C", "i_c"])
@@ -224,7 +210,7 @@ def deltaformer_fwd_kernel_intra(
         b_beta = tl.load(_vec(beta, r0, H, o_i), mask=m_t, other=0.0).to(ACC)
         # residual in the accumulation type, never rounded to the input type before the subtraction
         b_r = b_v - b_beta[:, None] * b_a
-        b_Ai = _inverse_unit_lower(b_beta[:, None] * b_P, tl.minimum(ce - cs - i_t * BT, BT), BT)
+        b_Ai = inverse_unit_lower(b_beta[:, None] * b_P, tl.minimum(ce - cs - i_t * BT, BT), BT)
         b_u = tl.dot(b_Ai, b_r, input_precision=SOLVE_PRECISION)
         tl.store(_tile(u, r0, H * V, o_i, o_v), b_u.to(u.dtype.element_ty), mask=m_tv)
         if STORE_R:
@@ -608,7 +594,7 @@ def deltaformer_bwd_kernel_intra(
         b_s = tl.dot(b_w, tl.trans(b_k), input_precision=DOT_PRECISION).to(ACC) * scale
         m_d = (o_i[:, None] > o_i[None, :]) & m_s[:, None] & m_s[None, :]
         b_P = _probs(b_s, b_lse[:, None] + tl.zeros([BT, BT], dtype=ACC), m_d, KERNEL)
-        b_Ai = _inverse_unit_lower(b_beta[:, None] * b_P, tl.minimum(ce - j0, BT), BT)
+        b_Ai = inverse_unit_lower(b_beta[:, None] * b_P, tl.minimum(ce - j0, BT), BT)
         b_x = tl.dot(tl.trans(b_Ai), b_acc, input_precision=SOLVE_PRECISION)
         tl.store(_tile(x, j0, H * V, o_i, o_v), b_x.to(x.dtype.element_ty), mask=m_sv)
         # earlier tiles of this chunk read these rows of X back from global memory
