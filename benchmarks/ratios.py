@@ -5,16 +5,21 @@
 3. peak memory of the DeltaFormer forward at T = 16384, H = 1, beyond the inputs (target < 512 MiB);
 4. speed-up of impl.deltaformer_attn over the float64 spec (spec.deltaformer.deltaformer_attn per head) at T = 2048.
 
-Each figure is gated on correctness first (impl vs the spec on a T = 512 slice of the same inputs). Timings are
-the minimum over repeats, the two sides interleaved so machine load hits both. Usage:
-``python -m benchmarks.ratios [--repeats N] [--chunk-size C] [--threads N]``.
+Each figure is gated on correctness first (impl vs the spec on a T = 512 slice of the same inputs).
+
+How a ratio is measured: the two sides run alternately, one call each per round, and the reported ratio is the
+median over rounds of (DeltaFormer time / SDPA time) within the round. On the 2-core VM this project is developed on,
+the speed of the *same* call drifts by up to 2x over a few seconds (host-level frequency and memory-bandwidth
+changes; a run of 40 identical SDPA calls measured 55-107 ms), so a ratio of two minima taken at different moments
+can be off by that drift; adjacent calls see the same machine state. The ratio of the minima is printed alongside.
+Usage: ``python -m benchmarks.ratios [--repeats N] [--chunk-size C] [--threads N] [--clock wall|cpu]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -40,18 +45,30 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 since CPU time excludes the time this process waits for a core."""
 
 
-def interleaved_min(fns: dict[str, Callable[[], object]], repeats: int,
-                    clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Minimum time (``clock``) of each callable over ``repeats`` rounds, the callables interleaved in each round."""
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int,
+                      clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Times (``clock``) of each callable in each of ``repeats`` rounds, the callables run one after another in
+    every round (after one untimed warm-up call each)."""
     for fn in fns.values():
         fn()
-    best = dict.fromkeys(fns, math.inf)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = clock()
             fn()
-            best[name] = min(best[name], clock() - start)
-    return best
+            times[name].append(clock() - start)
+    return times
+
+
+def interleaved_min(fns: dict[str, Callable[[], object]], repeats: int,
+                    clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Minimum time of each callable over ``repeats`` interleaved rounds."""
+    return {name: min(t) for name, t in interleaved_times(fns, repeats, clock).items()}
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of numerator[i] / denominator[i] (the two timed in the same round)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
 def correctness_gate(chunk_size: int) -> float:
@@ -79,7 +96,7 @@ def speed_ratios(T: int, H: int, D: int, chunk_size: int, repeats: int,
         return impl.deltaformer_attn(q, k, v, beta, chunk_size=chunk_size)
 
     with torch.no_grad():
-        fwd = interleaved_min({"sdpa": sdpa, "deltaformer": deltaformer}, repeats, clock)
+        fwd = interleaved_times({"sdpa": sdpa, "deltaformer": deltaformer}, repeats, clock)
     grads = [x.clone().requires_grad_(True) for x in (q, k, v, beta)]
     grads_s = [x.clone().requires_grad_(True) for x in (qs, ks, vs)]
     cot = torch.randn(1, T, H, D)
@@ -93,10 +110,13 @@ def speed_ratios(T: int, H: int, D: int, chunk_size: int, repeats: int,
         o = impl.deltaformer_attn(*grads, chunk_size=chunk_size)
         return torch.autograd.grad(o, grads, cot)
 
-    fb = interleaved_min({"sdpa": sdpa_fb, "deltaformer": deltaformer_fb}, repeats, clock)
-    return {"fwd_sdpa_s": fwd["sdpa"], "fwd_deltaformer_s": fwd["deltaformer"],
-            "fwd_ratio": fwd["deltaformer"] / fwd["sdpa"], "fwdbwd_sdpa_s": fb["sdpa"],
-            "fwdbwd_deltaformer_s": fb["deltaformer"], "fwdbwd_ratio": fb["deltaformer"] / fb["sdpa"]}
+    fb = interleaved_times({"sdpa": sdpa_fb, "deltaformer": deltaformer_fb}, repeats, clock)
+    out: dict[str, float] = {}
+    for name, t in (("fwd", fwd), ("fwdbwd", fb)):
+        out |= {f"{name}_sdpa_s": min(t["sdpa"]), f"{name}_deltaformer_s": min(t["deltaformer"]),
+                f"{name}_ratio": paired_ratio(t["deltaformer"], t["sdpa"]),
+                f"{name}_ratio_of_minima": min(t["deltaformer"]) / min(t["sdpa"])}
+    return out
 
 
 _PEAK_SCRIPT = """
@@ -146,7 +166,7 @@ def spec_speedup(T: int, H: int, D: int, chunk_size: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11, help="interleaved rounds per comparison")
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -163,10 +183,10 @@ def main() -> None:
     print(f"correctness gate (T=512, fp32 vs fp64 spec): normwise error {correctness_gate(args.chunk_size):.2e}")
     clock = CLOCKS[args.clock]
     r = speed_ratios(4096, 4, 64, args.chunk_size, args.repeats, clock)
-    print(f"T=4096 H=4 D=64 fp32 forward: deltaformer {r['fwd_deltaformer_s']:.3f}s / SDPA {r['fwd_sdpa_s']:.3f}s "
-          f"= {r['fwd_ratio']:.2f}x (target <= 2.2)")
-    print(f"T=4096 H=4 D=64 fp32 fwd+bwd: deltaformer {r['fwdbwd_deltaformer_s']:.3f}s / SDPA "
-          f"{r['fwdbwd_sdpa_s']:.3f}s = {r['fwdbwd_ratio']:.2f}x (target <= 2.5)")
+    for name, label, target in (("fwd", "forward", 2.2), ("fwdbwd", "fwd+bwd", 2.5)):
+        print(f"T=4096 H=4 D=64 fp32 {label}: deltaformer / SDPA = {r[f'{name}_ratio']:.2f}x median paired ratio "
+              f"over {args.repeats} rounds (target <= {target}); minima {r[f'{name}_deltaformer_s']:.3f}s / "
+              f"{r[f'{name}_sdpa_s']:.3f}s = {r[f'{name}_ratio_of_minima']:.2f}x")
     mem = peak_memory_mib(16384, 1, 64, args.chunk_size)
     print(f"T=16384 H=1 D=64 fp32 forward peak memory beyond inputs: {mem:.1f} MiB (RSS high-water growth, fresh "
           f"process; target < 512)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import example, given, settings
 
 import impl
 import impl.torch_ops.deltaformer as torch_deltaformer
-from proofs_checks.differential import Problem, problems
+from proofs_checks.differential import Problem, check_case, problems
 from proofs_checks.differential.bridge import run_spec
 from tests._impl_support import assert_matches_spec, examples, poisoned_empty
 
@@ -161,3 +162,53 @@ def test_given_scale_is_used_for_write_and_readout() -> None:
     assert np.linalg.norm(got.numpy() - want) <= 1e-13 * np.linalg.norm(want)
     default = impl.deltaformer_attn(*(torch.from_numpy(arrays[n]) for n in ("q", "k", "v", "beta")))
     assert not math.isclose(float(default.norm()), float(got.norm()), rel_tol=1e-6)
+
+
+@settings(max_examples=examples(12))
+@given(problem=problems("deltaformer_attn", max_t=40, long_t=200))
+def test_attn_inference_path_matches_spec(problem: Problem) -> None:
+    """Inputs without requires_grad take the forward-only path (no r, lse; the row scaling done in place)."""
+    assert_matches_spec(impl.deltaformer_attn, problem, grads=False)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "exp", "linear", "round"])
+def test_inference_path_equals_autograd_path(kernel: str, prefix_path: bool) -> None:
+    """Both forward paths do the same arithmetic on u, so their outputs agree exactly (T = 37, chunk 8)."""
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 37, 2, 4, generator=gen) for _ in range(3))
+    beta = torch.rand(2, 37, 2, generator=gen)
+    scale = 0.37 if kernel == "round" else None
+    with torch.no_grad():
+        inference = impl.deltaformer_attn(q, k, v, beta, kernel=kernel, scale=scale, chunk_size=8)
+    training = impl.deltaformer_attn(q, k, v, beta.requires_grad_(True), kernel=kernel, scale=scale, chunk_size=8)
+    torch.testing.assert_close(inference, training.detach(), rtol=0, atol=0)
+
+
+@dataclass(frozen=True, repr=False)
+class _DominantDiagonal(Problem):
+    """deltaformer_u whose third chunk (rows 8..11, chunk 4, K = V = 4: the flash path) has w_t = k_t = 50 e_(t mod 4).
+
+    In that chunk the in-chunk scores are 0 off the diagonal and 1250 on it, the prefix scores about 25 N(0, 1). The
+    diagonal is not a write score (j < t only), but the cheap softmax shift of the CPU flash path (the row max over
+    the whole block) lands on it: shift - lse_prefix is about 1200, beyond exp's range in fp32 and fp64 alike, so
+    without the exact strictly-lower max every term of the row's normaliser underflows to 0.
+    """
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = super().arrays()
+        for t in range(8, 12):
+            basis = np.zeros(self.K)
+            basis[t % self.K] = 50.0
+            out["w"][:, t] = basis
+            out["k"][:, t] = basis
+        return out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_softmax_shift_falls_back_to_the_exact_row_max(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the fallback the case matches the spec (outputs and gradients); with it disabled the same case fails,
+    so this input does exercise the fallback (impl.torch_ops.deltaformer.SHIFT_SLACK)."""
+    problem = _DominantDiagonal("deltaformer_u", B=1, T=14, H=2, K=4, V=4, dtype=dtype, chunk_size=4, seed=6)
+    assert_matches_spec(impl.deltaformer_u, problem)
+    monkeypatch.setattr(torch_deltaformer, "SHIFT_SLACK", math.inf)
+    assert not check_case(impl.deltaformer_u, problem, grads=False).passed

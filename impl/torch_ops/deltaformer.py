@@ -87,6 +87,60 @@ def _masked_exp_minus(scores: Tensor, mask: Tensor, lse: Tensor) -> Tensor:
     return torch.exp(scores - _finite_or_zero(lse)[..., None]).masked_fill_(mask, 0.0)
 
 
+# --- the in-chunk [c, c] block of the CPU flash path -------------------------------------------------------------
+# Row i of the block is sequence row s + i; its in-chunk keys are j < i (strictly lower triangle). These helpers use
+# tril_ (which writes zeros) instead of a boolean mask: on CPU, masked_fill_ with a broadcast [c, c] mask costs about
+# 5x a tril_ of the same block, and the block is processed once per chunk.
+
+SHIFT_SLACK = 20.0
+"""How far (in natural-log units) the cheap softmax shift may sit above the prefix log-sum-exp before the exact
+strictly-lower row max is computed instead; see ``_softmax_with_prefix``."""
+
+
+def _strict_lower_rowmax(scores: Tensor) -> Tensor:
+    """max_{j < i} scores[.., i, j] per row i of a square block; -inf for row 0 (it has no earlier key)."""
+    c = scores.shape[-1]
+    upper = torch.full((c, c), _NEG_INF, dtype=scores.dtype, device=scores.device).triu_()
+    return (scores + upper).amax(-1)
+
+
+def _softmax_first_chunk(scores: Tensor) -> tuple[Tensor, Tensor]:
+    """(P_in, lse) for the first chunk (no prefix): row-normalised exp over j < i; row 0 is all zero, lse -inf."""
+    shift = _strict_lower_rowmax(scores)
+    shift[..., 0] = 0.0
+    e = scores.sub_(shift[..., None]).exp_().tril_(-1)
+    total = e.sum(-1)
+    lse = shift + torch.log(total)
+    total[..., 0] = 1.0
+    return e.div_(total[..., None]), lse
+
+
+def _softmax_with_prefix(scores: Tensor, o_prefix: Tensor, lse_prefix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(P_in, acc, lse) for a chunk with s > 0 earlier keys, merging the in-chunk scores with the prefix pass.
+
+    The prefix pass returned o_prefix = sum_{j<s} softmax_{j<s}(...) u_j and its row log-sum-exp lse_prefix (finite:
+    every row has s > 0 earlier keys). With any shift m >= every in-chunk score of the row and m >= lse_prefix,
+
+        Z = exp(lse_prefix - m) + sum_{j<i} exp(S_ij - m),   lse = m + log Z,
+        P_in = exp(S - m) / Z (strictly lower),             acc = o_prefix exp(lse_prefix - m) / Z.
+
+    The cheap shift is m = max(lse_prefix, max_j S_ij over the *whole* row) (one amax, no mask). It is an upper bound
+    on the in-chunk scores, so nothing overflows, and Z >= exp(lse_prefix - m). When m - lse_prefix <= SHIFT_SLACK
+    for every row, Z >= e^-20, so a term that underflows (below e^-87 in fp32) weighs less than e^-67 of the total:
+    far below the dtype's epsilon. Otherwise (an entry on or above the diagonal dominates) the exact strictly-lower
+    max is used, as in the textbook online softmax. ``scores`` is overwritten.
+    """
+    shift = torch.maximum(scores.amax(-1), lse_prefix)
+    if bool((shift - lse_prefix).amax() > SHIFT_SLACK):
+        shift = torch.maximum(_strict_lower_rowmax(scores), lse_prefix)
+    e = scores.sub_(shift[..., None]).exp_().tril_(-1)
+    prefix_weight = torch.exp(lse_prefix - shift)
+    total = e.sum(-1).add_(prefix_weight)
+    inv_total = total.reciprocal()
+    acc = o_prefix * (prefix_weight * inv_total)[..., None]
+    return e.mul_(inv_total[..., None]), acc, shift + torch.log(total)
+
+
 def _block_probs(scores: Tensor, mask: Tensor, kernel: str, lse: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """kappa_1 applied to a score block with the strictly-causal ``mask``; masked entries are exactly 0.
 
@@ -104,13 +158,15 @@ def _block_probs(scores: Tensor, mask: Tensor, kernel: str, lse: Tensor | None) 
     return torch.round(scores).masked_fill_(mask, 0.0), None
 
 
-def _block_score_grad(P: Tensor, dP: Tensor, mask: Tensor, kernel: str, row_dot: Tensor | None) -> Tensor:
-    """dL/dscores from dL/dP for one block; ``row_dot`` = dO . r per row (softmax's normaliser term)."""
+def _block_score_grad(P: Tensor, dP: Tensor, mask: Tensor | None, kernel: str, row_dot: Tensor | None) -> Tensor:
+    """dL/dscores from dL/dP for one block; ``row_dot`` = dO . r per row (softmax's normaliser term). ``mask`` is
+    needed only by the linear and round kernels (softmax and exp multiply by P, which is already 0 where masked)."""
     if kernel == "softmax":
         assert row_dot is not None
         return P * (dP - row_dot[..., None])
     if kernel == "exp":
         return P * dP
+    assert mask is not None
     return dP.masked_fill(mask, 0.0)
 
 
@@ -121,35 +177,30 @@ class _ChunkedU:
         self.w, self.k, self.kernel, self.scale, self.s, self.e = w, k, kernel, scale, s, e
         self.flash = _flash_applies(w, u, kernel)
         self.w_c = w[:, :, s:e]
+        self.mask: Tensor | None = None  # the flash path's in-chunk block uses tril_ instead of a mask
         if self.flash:
-            self.mask = _strict_mask(e - s, e - s, 0, w.device)
             self.scores = torch.matmul(self.w_c, k[:, :, s:e].transpose(-1, -2)).mul_(scale)
         else:
             self.mask = _strict_mask(e - s, e, s, w.device)
             self.scores = torch.matmul(self.w_c, k[:, :, :e].transpose(-1, -2)).mul_(scale)
 
     def forward(self, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """(P_in [.., c, c], acc [.., c, V] or None when s = 0, row lse [.., c] for softmax)."""
+        """(P_in [.., c, c], acc [.., c, V] or None when s = 0, row lse [.., c] for softmax). Consumes the scores."""
         s = self.s
         if not self.flash:
+            assert self.mask is not None
             P, lse = _block_probs(self.scores, self.mask, self.kernel, None)
             acc = torch.matmul(P[..., :s], u[:, :, :s]) if s > 0 else None
             return P[..., s:], acc, lse
+        if s == 0:
+            if self.kernel == "softmax":
+                P_in, lse = _softmax_first_chunk(self.scores)
+                return P_in, None, lse
+            return self.scores.exp_().tril_(-1), None, None
+        o_prefix, lse_prefix = _flash(self.w_c, self.k[:, :, :s], u[:, :, :s], self.scale)
         if self.kernel == "softmax":
-            e_in, shift, lse = _masked_exp(self.scores, self.mask)
-            if s == 0:
-                return _masked_exp_minus(self.scores, self.mask, lse), None, lse
-            o_prefix, lse_prefix = _flash(self.w_c, self.k[:, :, :s], u[:, :, :s], self.scale)
-            lse = torch.logaddexp(lse_prefix, lse)
-            acc = o_prefix * torch.exp(lse_prefix - lse)[..., None]
-            # every row has an earlier key here (s > 0), so lse is finite: P_in = e_in exp(shift - lse)
-            return e_in * torch.exp(shift - lse)[..., None], acc, lse
-        P_in = torch.exp(self.scores).masked_fill_(self.mask, 0.0)
-        acc = None
-        if s > 0:
-            o_prefix, lse_prefix = _flash(self.w_c, self.k[:, :, :s], u[:, :, :s], self.scale)
-            acc = o_prefix * torch.exp(lse_prefix)[..., None]
-        return P_in, acc, None
+            return _softmax_with_prefix(self.scores, o_prefix, lse_prefix)
+        return self.scores.exp_().tril_(-1), o_prefix * torch.exp(lse_prefix)[..., None], None
 
     def backward(self, u: Tensor, r_c: Tensor, lse_c: Tensor | None, d_out: Tensor, dw: Tensor, dk: Tensor,
                  g: Tensor, P_full: Tensor | None) -> None:
@@ -157,7 +208,7 @@ class _ChunkedU:
         s, e, kernel, scale = self.s, self.e, self.kernel, self.scale
         row_dot = (d_out * r_c).sum(-1) if kernel == "softmax" else None
         if not self.flash:
-            assert P_full is not None
+            assert P_full is not None and self.mask is not None
             if s > 0:
                 g[:, :, :s] += torch.matmul(P_full[..., :s].transpose(-1, -2), d_out)
             if kernel == "round":
@@ -169,7 +220,7 @@ class _ChunkedU:
             return
         assert P_full is not None
         dP_in = torch.matmul(d_out, u[:, :, s:e].transpose(-1, -2))
-        dS_in = _block_score_grad(P_full, dP_in, self.mask, kernel, row_dot).mul_(scale)
+        dS_in = _block_score_grad(P_full, dP_in, None, kernel, row_dot).mul_(scale)
         dw[:, :, s:e] += torch.matmul(dS_in, self.k[:, :, s:e])
         dk[:, :, s:e] += torch.matmul(dS_in.transpose(-1, -2), self.w_c)
         if s > 0:
@@ -184,28 +235,54 @@ class _ChunkedU:
             g[:, :, :s] += dv_p
 
     def probs_for_backward(self, lse_c: Tensor | None) -> Tensor:
-        """P for the block (matmul path: [.., c, e]; flash path: the in-chunk [.., c, c]) from the saved lse."""
-        P, _ = _block_probs(self.scores, self.mask, self.kernel, lse_c)
-        return P
+        """P for the block (matmul path: [.., c, e]; flash path: the in-chunk [.., c, c]) from the saved lse.
+
+        Flash path: exp(S - lse) then tril_; a row with lse = -inf (row 0 of the first chunk) becomes +inf before
+        tril_ zeroes it, as it has no strictly-lower entry. Consumes the scores.
+        """
+        if not self.flash:
+            assert self.mask is not None
+            P, _ = _block_probs(self.scores, self.mask, self.kernel, lse_c)
+            return P
+        if self.kernel == "softmax":
+            assert lse_c is not None
+            self.scores.sub_(lse_c[..., None])
+        return self.scores.exp_().tril_(-1)
 
 
-def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float,
-               chunk_size: int) -> tuple[Tensor, Tensor, Tensor | None]:
-    """u, r = P u (the write-attention output) and the row lse (softmax) for [B, H, T, *] inputs."""
+def _solve_unit_lower(A: Tensor, rhs: Tensor, *, transpose: bool) -> Tensor:
+    """X with (I + A) X = rhs, or (I + A)^T X = rhs when ``transpose``; A strictly lower (its diagonal is ignored).
+
+    Solved as the equivalent right-sided system X^T (I + A)^T = rhs^T (resp. X^T (I + A) = rhs^T): MKL then returns
+    X in row-major order, which is about 20% faster here and makes the copy into the [.., T, V] output contiguous.
+    """
+    lhs = A if transpose else A.transpose(-1, -2)
+    x_t: Tensor = torch.linalg.solve_triangular(lhs, rhs.transpose(-1, -2), upper=not transpose, left=False,
+                                                unitriangular=True)
+    return x_t.transpose(-1, -2)
+
+
+def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int,
+               for_backward: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """u, r = P u (the write-attention output) and the row lse (softmax) for [B, H, T, *] inputs.
+
+    r and lse are what the backward needs; without ``for_backward`` they are not computed (None).
+    """
     T = w.shape[2]
     u = torch.empty_like(v)
-    r = torch.empty_like(v)
-    lse = torch.empty_like(beta) if kernel == "softmax" else None
+    r = torch.empty_like(v) if for_backward else None
+    lse = torch.empty_like(beta) if kernel == "softmax" and for_backward else None
     for s in range(0, T, chunk_size):
         e = min(s + chunk_size, T)
         block = _ChunkedU(w, k, u, kernel, scale, s, e)
         P_in, acc, lse_c = block.forward(u)
         beta_c = beta[:, :, s:e, None]
-        rhs = v[:, :, s:e] if acc is None else v[:, :, s:e] - beta_c * acc
-        u_c = torch.linalg.solve_triangular(beta_c * P_in, rhs, upper=False, unitriangular=True)
+        rhs = v[:, :, s:e] if acc is None else torch.addcmul(v[:, :, s:e], beta_c, acc, value=-1.0)
+        u_c = _solve_unit_lower(beta_c * P_in if for_backward else P_in.mul_(beta_c), rhs, transpose=False)
         u[:, :, s:e] = u_c
-        in_chunk = torch.matmul(P_in, u_c)
-        r[:, :, s:e] = in_chunk if acc is None else acc + in_chunk
+        if r is not None:
+            in_chunk = torch.matmul(P_in, u_c)
+            r[:, :, s:e] = in_chunk if acc is None else acc + in_chunk
         if lse is not None:
             assert lse_c is not None
             lse[:, :, s:e] = lse_c
@@ -227,8 +304,7 @@ def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r
         P = block.probs_for_backward(lse_c)
         P_in = P[..., s:] if not block.flash else P
         beta_c = beta[:, :, s:e, None]
-        X = torch.linalg.solve_triangular((beta_c * P_in).transpose(-1, -2), g[:, :, s:e], upper=True,
-                                          unitriangular=True)
+        X = _solve_unit_lower(beta_c * P_in, g[:, :, s:e], transpose=True)
         dv[:, :, s:e] = X
         r_c = r[:, :, s:e]
         dbeta[:, :, s:e] = -(X * r_c).sum(-1)
@@ -256,9 +332,12 @@ class DeltaFormerU(torch.autograd.Function):
 
 
 def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int) -> Tensor:
-    out: Tensor = DeltaFormerU.apply(  # type: ignore[no-untyped-call]
-        w, k, v, beta, kernel, scale, chunk_size)
-    return out
+    """DF.4 with autograd when a gradient can flow; otherwise the forward alone, without r and lse."""
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (w, k, v, beta)):
+        out: Tensor = DeltaFormerU.apply(  # type: ignore[no-untyped-call]
+            w, k, v, beta, kernel, scale, chunk_size)
+        return out
+    return _u_forward(w, k, v, beta, kernel, scale, chunk_size, for_backward=False)[0]
 
 
 def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float, chunk_size: int,
