@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from hypothesis import example, given, settings
 
 import impl
+import impl.torch_ops._common as torch_common
 import impl.torch_ops.deltaformer as torch_deltaformer
 from proofs_checks.differential import Problem, check_case, problems
 from proofs_checks.differential.bridge import run_spec
@@ -212,3 +214,34 @@ def test_softmax_shift_falls_back_to_the_exact_row_max(dtype: str, monkeypatch: 
     assert_matches_spec(impl.deltaformer_u, problem)
     monkeypatch.setattr(torch_deltaformer, "SHIFT_SLACK", math.inf)
     assert not check_case(impl.deltaformer_u, problem, grads=False).passed
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_head_groups_do_not_change_results(groups: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Splitting the (batch, head) pairs over concurrent threads (impl.torch_ops._common.CPU_HEAD_GROUPS) gives
+    exactly the single-loop outputs and gradients; B = 2, H = 3 makes uneven groups that straddle batches."""
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(2, 21, 3, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    beta = torch.rand(2, 21, 3, generator=gen, dtype=torch.float64)
+    cot = torch.randn(2, 21, 3, 4, generator=gen, dtype=torch.float64)
+
+    def run() -> tuple[torch.Tensor, ...]:
+        leaves = [x.clone().requires_grad_(True) for x in (q, k, v, beta)]
+        o = impl.deltaformer_attn(*leaves, chunk_size=8)
+        return (o.detach(), *torch.autograd.grad(o, leaves, cot))
+
+    monkeypatch.setattr(torch_common, "CPU_HEAD_GROUPS", 1)
+    single = run()
+    threads: set[str] = set()
+    forward = torch_deltaformer._u_forward
+
+    def spy(*args: object, **kwargs: object) -> object:
+        threads.add(threading.current_thread().name)
+        return forward(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch_common, "CPU_HEAD_GROUPS", groups)
+    monkeypatch.setattr(torch_deltaformer, "_u_forward", spy)
+    for got, want in zip(run(), single, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    if groups > 1 and torch.get_num_threads() > 1:
+        assert len(threads) == groups and all(name.startswith("impl-head-group") for name in threads)

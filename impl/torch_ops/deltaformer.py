@@ -22,13 +22,14 @@ serve. dL/dv = X and dL/dbeta_t = -X_t . r_t. Memory: O(T (C + D)) per head beyo
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional
 
-from impl.torch_ops._common import compute_dtype, from_bhtd, to_bhtd, varlen_map
+from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd, varlen_map
 
 __all__ = ["deltaformer_attn", "deltaformer_u", "write_scale_default"]
 
@@ -202,9 +203,11 @@ class _ChunkedU:
             return _softmax_with_prefix(self.scores, o_prefix, lse_prefix)
         return self.scores.exp_().tril_(-1), o_prefix * torch.exp(lse_prefix)[..., None], None
 
-    def backward(self, u: Tensor, r_c: Tensor, lse_c: Tensor | None, d_out: Tensor, dw: Tensor, dk: Tensor,
-                 g: Tensor, P_full: Tensor | None) -> None:
-        """Accumulate this chunk's score gradients into dw, dk and the prefix values' gradient into g[:, :, :s]."""
+    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor,
+                 P_full: Tensor | None) -> None:
+        """Accumulate this chunk's score gradients into dw, dk and (matmul path) the prefix values' gradient into
+        g[:, :, :s]. On the flash path only the in-chunk block is done here; the pairs (row of this chunk, earlier
+        key) are done column by column in ``_flash_columns_backward``."""
         s, e, kernel, scale = self.s, self.e, self.kernel, self.scale
         row_dot = (d_out * r_c).sum(-1) if kernel == "softmax" else None
         if not self.flash:
@@ -223,16 +226,6 @@ class _ChunkedU:
         dS_in = _block_score_grad(P_full, dP_in, None, kernel, row_dot).mul_(scale)
         dw[:, :, s:e] += torch.matmul(dS_in, self.k[:, :, s:e])
         dk[:, :, s:e] += torch.matmul(dS_in.transpose(-1, -2), self.w_c)
-        if s > 0:
-            if kernel == "softmax":
-                assert lse_c is not None
-                out, lse = r_c, lse_c
-            else:
-                out, lse = torch.zeros_like(r_c), torch.zeros_like(r_c[..., 0])
-            dq_p, dk_p, dv_p = _flash_backward(d_out, self.w_c, self.k[:, :, :s], u[:, :, :s], out, lse, scale)
-            dw[:, :, s:e] += dq_p
-            dk[:, :, :s] += dk_p
-            g[:, :, :s] += dv_p
 
     def probs_for_backward(self, lse_c: Tensor | None) -> Tensor:
         """P for the block (matmul path: [.., c, e]; flash path: the in-chunk [.., c, c]) from the saved lse.
@@ -289,6 +282,39 @@ def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale
     return u, r, lse
 
 
+class _FlashColumns:
+    """The CPU flash path's backward for the pairs (row t, key j) with j in an earlier chunk than t, by columns.
+
+    When the reverse chunk walk reaches chunk [s, e), every later row's output gradient dO = -beta X is known, so
+    one fused attention backward with queries w[e:], keys k[s:e], values u[s:e] and the saved full-row statistics
+    (r, lse: softmax's normaliser term uses dO . r over *all* earlier keys) gives this chunk's keys and values
+    their whole gradient from later rows (dk[s:e], and g[s:e] += dv before X[s:e] is solved) and the later rows'
+    dw contribution from these keys. The same pairs as a row-by-row walk, but the large outputs of each call are
+    one [T - e, K] block instead of two [s, *] blocks (dk and dv of the whole prefix): about half the memory
+    traffic. The exp kernel is unnormalised: lse = 0 and no normaliser term (r replaced by 0).
+    """
+
+    def __init__(self, w: Tensor, k: Tensor, u: Tensor, r: Tensor, lse: Tensor | None, kernel: str,
+                 scale: float) -> None:
+        self.w, self.k, self.u, self.scale = w, k, u, scale
+        if kernel == "softmax":
+            assert lse is not None
+            self.r, self.lse = r, lse
+        else:
+            self.r, self.lse = torch.zeros_like(r), torch.zeros_like(r[..., 0])
+        self.d_out = torch.empty_like(u)
+        """dO of the rows done so far (filled in by the chunk walk, from the last chunk backwards)."""
+
+    def backward(self, s: int, e: int, dw: Tensor, dk: Tensor, g: Tensor) -> None:
+        if e == self.w.shape[2]:
+            return
+        dq_p, dk_p, dv_p = _flash_backward(self.d_out[:, :, e:], self.w[:, :, e:], self.k[:, :, s:e],
+                                           self.u[:, :, s:e], self.r[:, :, e:], self.lse[:, :, e:], self.scale)
+        dw[:, :, e:] += dq_p
+        dk[:, :, s:e] += dk_p
+        g[:, :, s:e] += dv_p
+
+
 def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r: Tensor, lse: Tensor | None,
                 kernel: str, scale: float, chunk_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     T = w.shape[2]
@@ -297,8 +323,11 @@ def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r
     dv = torch.empty_like(u)
     dbeta = torch.empty_like(beta)
     g = grad_u.clone()
+    columns = _FlashColumns(w, k, u, r, lse, kernel, scale) if _flash_applies(w, u, kernel) else None
     for s in reversed(range(0, T, chunk_size)):
         e = min(s + chunk_size, T)
+        if columns is not None:
+            columns.backward(s, e, dw, dk, g)
         block = _ChunkedU(w, k, u, kernel, scale, s, e)
         lse_c = None if lse is None else lse[:, :, s:e]
         P = block.probs_for_backward(lse_c)
@@ -308,7 +337,10 @@ def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r
         dv[:, :, s:e] = X
         r_c = r[:, :, s:e]
         dbeta[:, :, s:e] = -(X * r_c).sum(-1)
-        block.backward(u, r_c, lse_c, -beta_c * X, dw, dk, g, P)
+        d_out = -beta_c * X
+        if columns is not None:
+            columns.d_out[:, :, s:e] = d_out
+        block.backward(u, r_c, d_out, dw, dk, g, P)
     return dw, dk, dv, dbeta
 
 
@@ -318,7 +350,9 @@ class DeltaFormerU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float,
                 chunk_size: int) -> Tensor:
-        u, r, lse = _u_forward(w, k, v, beta, kernel, scale, chunk_size)
+        u, r, lse = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size),
+                                     w, k, v, beta)
+        assert u is not None
         ctx.save_for_backward(w, k, u, beta, r, lse)
         ctx.options = (kernel, scale, chunk_size)
         return u
@@ -327,7 +361,9 @@ class DeltaFormerU(torch.autograd.Function):
     def backward(ctx: Any, grad_u: Tensor) -> tuple[Tensor | None, ...]:
         w, k, u, beta, r, lse = ctx.saved_tensors
         kernel, scale, chunk_size = ctx.options
-        dw, dk, dv, dbeta = _u_backward(grad_u.contiguous(), w, k, u, beta, r, lse, kernel, scale, chunk_size)
+        dw, dk, dv, dbeta = over_head_groups(
+            partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size),
+            grad_u.contiguous(), w, k, u, beta, r, lse)
         return dw, dk, dv, dbeta, None, None, None
 
 
@@ -337,7 +373,10 @@ def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: f
         out: Tensor = DeltaFormerU.apply(  # type: ignore[no-untyped-call]
             w, k, v, beta, kernel, scale, chunk_size)
         return out
-    return _u_forward(w, k, v, beta, kernel, scale, chunk_size, for_backward=False)[0]
+    u = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size, for_backward=False),
+                         w, k, v, beta)[0]
+    assert u is not None
+    return u
 
 
 def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float, chunk_size: int,
