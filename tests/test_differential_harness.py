@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from proofs_checks.differential import Problem, problems, run
 from proofs_checks.differential.__main__ import main
+from proofs_checks.differential.conditioning import solve_condition
 from proofs_checks.differential.tolerances import budget, normwise_error, unit_roundoff
 from tests import broken_kernels
 
@@ -108,3 +109,31 @@ def test_normwise_error_zero_reference() -> None:
     assert normwise_error(np.zeros(3), np.zeros(3)) == 0.0
     assert normwise_error(np.ones(3) * 1e-30, np.zeros(3)) == float("inf")
     assert normwise_error(np.array([np.nan]), np.array([1.0])) == float("inf")
+
+
+def _one_head(T: int, K: int, V: int, **arrays: np.ndarray) -> tuple[Problem, dict[str, np.ndarray]]:
+    problem = Problem("deltaformer_u", B=1, T=T, H=1, K=K, V=V, kernel="linear")
+    return problem, {name: x.reshape(1, T, 1, -1) if name != "beta" else x.reshape(1, T, 1)
+                     for name, x in arrays.items()}
+
+
+def test_solve_condition_is_one_without_writes() -> None:
+    """beta = 0: M = I, so || |M^-1| |M| |U| || / ||U|| = 1 exactly."""
+    rng = np.random.default_rng(0)
+    problem, arrays = _one_head(5, 2, 3, w=rng.standard_normal((5, 2)), k=rng.standard_normal((5, 2)),
+                                v=rng.standard_normal((5, 3)), beta=np.zeros(5))
+    assert solve_condition(problem, arrays) == 1.0
+
+
+def test_solve_condition_two_by_two_by_hand() -> None:
+    """T = 2, K = V = 1, linear kernel: P[1, 0] = w_1 k_0 = 2, c = beta_1 P[1, 0] = 3, M = [[1, 0], [3, 1]].
+    U = (1, 3 - 3 * 1) = (1, 0); |M^-1| |M| = [[1, 0], [6, 1]], so the bound |M^-1| |M| |U| is (1, 6 * 1 + 0) and
+    kappa_solve = sqrt(1 + 36) / 1: u_1 = 0 is a cancellation of terms of size 3, which rounding can upset."""
+    problem, arrays = _one_head(2, 1, 1, w=np.array([1.0, 2.0]), k=np.array([1.0, 5.0]), v=np.array([1.0, 3.0]),
+                                beta=np.array([0.0, 1.5]))
+    assert solve_condition(problem, arrays) == pytest.approx(np.sqrt(37.0), rel=1e-14)
+
+
+def test_other_ops_have_no_solve_term() -> None:
+    problem = Problem("linear_attn", B=1, T=3, H=1, K=2, V=2)
+    assert solve_condition(problem, problem.arrays()) == 0.0

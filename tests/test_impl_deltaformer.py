@@ -46,8 +46,13 @@ def test_u_edge_cases_match_spec(problem: Problem, prefix_path: bool) -> None:
 
 @settings(max_examples=examples(20))
 @given(problem=problems("deltaformer_u", max_t=40, long_t=200))
+@example(problem=Problem("deltaformer_u", B=1, T=183, H=1, K=1, V=1, dtype="float32", chunk_size=31,
+                         kernel="linear", beta_regime="two"))
 def test_u_matches_spec_outputs_and_gradients(problem: Problem) -> None:
-    """Catches: any wrong write score, mask, normaliser, solve, chunk boundary, or backward term."""
+    """Catches: any wrong write score, mask, normaliser, solve, chunk boundary, or backward term.
+
+    The explicit example is the ill-conditioned write system (|U| ~ 500 |V|) that showed the error model needed the
+    solve's own condition number (proofs_checks.differential.conditioning)."""
     assert_matches_spec(impl.deltaformer_u, problem)
 
 

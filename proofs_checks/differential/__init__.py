@@ -5,8 +5,8 @@
 ``my_fn`` takes the arguments of ``impl.<op>`` (``[B, T, H, D]`` tensors, keyword options, ``cu_seqlens``).
 Outputs and gradients (float64 and float32 inputs by default) are compared with the spec over Hypothesis-drawn
 cases, tiny and long (several chunks); the exit code is 0 only if every case agrees within the error model of
-``tolerances``. Modules: ``strategies`` (what is drawn), ``tolerances`` (the error model), ``bridge`` (the spec over
-``[B, T, H, D]``), ``controls`` (float64 torch recurrences for reference gradients), ``check`` (one case),
+``tolerances``. Modules: ``strategies`` (what is drawn), ``tolerances`` (the error model), ``conditioning`` (its
+triangular-solve term), ``bridge`` (the spec over ``[B, T, H, D]``), ``controls`` (float64 torch recurrences for reference gradients), ``check`` (one case),
 ``runner`` (many cases). The spec functions used: ``spec.deltaformer`` (DF.1, DF.8, DF.9) and ``spec.updates``
 (UPD.1a linear attention, UPD.3a DeltaNet).
 """

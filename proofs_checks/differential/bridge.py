@@ -15,10 +15,10 @@ from spec import deltaformer as spec_df
 from spec import updates as spec_updates
 from spec._types import F64
 
-__all__ = ["SPEC_OPS", "run_spec"]
+__all__ = ["SPEC_OPS", "run_spec", "sequence_ranges"]
 
 
-def _ranges(T: int, B: int, cu_seqlens: Sequence[int] | None) -> list[tuple[int, int, int, int]]:
+def sequence_ranges(T: int, B: int, cu_seqlens: Sequence[int] | None) -> list[tuple[int, int, int, int]]:
     """(state row n, batch b, start, end) for each sequence."""
     if cu_seqlens is None:
         return [(b, b, 0, T) for b in range(B)]
@@ -31,7 +31,7 @@ def _stateless(per_head: Callable[..., F64], names: tuple[str, ...]) -> Callable
         B, T, H = first.shape[:3]
         V = arrays["v"].shape[-1]
         out = np.zeros((B, T, H, V))
-        for _, b, start, end in _ranges(T, B, cu_seqlens):
+        for _, b, start, end in sequence_ranges(T, B, cu_seqlens):
             for h in range(H):
                 head = [arrays[name][b, start:end, h] for name in names]
                 out[b, start:end, h] = per_head(*head, **options)
@@ -59,7 +59,7 @@ def _stateful(op: str) -> Callable[..., dict[str, F64]]:
         B, T, H, K = q.shape
         V = v.shape[-1]
         resolved = 1.0 / np.sqrt(K) if scale is None else scale
-        ranges = _ranges(T, B, cu_seqlens)
+        ranges = sequence_ranges(T, B, cu_seqlens)
         out = np.zeros((B, T, H, V))
         state = np.zeros((len(ranges), H, K, V))
         initial = arrays.get("initial_state")

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from proofs_checks.differential import tolerances
 from proofs_checks.differential.bridge import run_spec
+from proofs_checks.differential.conditioning import solve_condition
 from proofs_checks.differential.controls import run_control
 from proofs_checks.differential.strategies import Problem, round_to_dtype
 from spec._types import F64
@@ -186,7 +187,7 @@ def check_case(fn: Callable[..., object], problem: Problem, *, grads: bool = Tru
         return result
     perturbed = _perturbed(arrays, problem.seed + 1)
     kappa = _relative_change(run_spec(problem.op, perturbed, problem.cu_seqlens, **options), expected) / \
-        tolerances.ETA
+        tolerances.ETA + solve_condition(problem, arrays)
     if kappa * tolerances.compute_roundoff(problem.dtype) > MAX_CONDITION_ROUNDOFF:
         result.skipped = f"ill-conditioned: measured kappa = {kappa:.3g}"
         return result

@@ -14,13 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from proofs_checks.differential.bridge import sequence_ranges
+
 __all__ = ["CONTROL_OPS", "run_control"]
-
-
-def _ranges(T: int, B: int, cu_seqlens: Sequence[int] | None) -> list[tuple[int, int, int, int]]:
-    if cu_seqlens is None:
-        return [(b, b, 0, T) for b in range(B)]
-    return [(n, 0, cu_seqlens[n], cu_seqlens[n + 1]) for n in range(len(cu_seqlens) - 1)]
 
 
 def _kappa(scores: Tensor, kernel: str) -> Tensor:
@@ -64,7 +60,7 @@ def run_control(op: str, tensors: dict[str, Tensor], cu_seqlens: Sequence[int] |
     scale = options.get("scale")
     outputs: list[tuple[int, int, int, Tensor]] = []
     states: list[Tensor] = []
-    for n, b, start, end in _ranges(T, B, cu_seqlens):
+    for n, b, start, end in sequence_ranges(T, B, cu_seqlens):
         part = {name: x[b, start:end] for name, x in tensors.items() if name != "initial_state"}
         if op in ("deltaformer_u", "deltaformer_attn"):
             kernel = str(options["kernel"])
