@@ -119,6 +119,44 @@ def speed_ratios(T: int, H: int, D: int, chunk_size: int, repeats: int,
     return out
 
 
+def unavoidable_kernels(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Timing only, values meaningless: the calls a chunked torch DeltaFormer forward cannot skip, on [B, H, T, D].
+
+    Per chunk: the fused CPU flash prefix pass over the earlier keys, the in-chunk score GEMM and one
+    unit-triangular solve of the chunk's shape (a fixed random matrix stands in for the write scores); then the
+    causal SDPA read-out. No softmax merge, no row scaling, no bookkeeping: a lower bound on what any formulation
+    built from these torch calls can reach, to read the forward ratio against.
+    """
+    B, H, T, D = vs.shape
+    gen = torch.Generator().manual_seed(1)
+    A = torch.randn(B, H, chunk_size, chunk_size, generator=gen).tril_(-1).mul_(1e-2)
+    u = torch.empty_like(vs)
+    for s in range(0, T, chunk_size):
+        e = min(s + chunk_size, T)
+        torch.matmul(ks[:, :, s:e], ks[:, :, s:e].transpose(-1, -2))
+        if s > 0:
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(ks[:, :, s:e], ks[:, :, :s], u[:, :, :s],
+                                                                       0.0, False, scale=D**-0.5)
+        a = A[..., : e - s, : e - s]
+        u[:, :, s:e] = torch.linalg.solve_triangular(a.transpose(-1, -2), vs[:, :, s:e].transpose(-1, -2),
+                                                     upper=True, left=False, unitriangular=True).transpose(-1, -2)
+    return functional.scaled_dot_product_attention(qs, ks, u, is_causal=True)
+
+
+def floor_ratio(T: int, H: int, D: int, chunk_size: int, repeats: int,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Paired ratios to causal SDPA of ``unavoidable_kernels`` and of the real forward, in one interleaved run."""
+    q, k, v, beta = _inputs(T, H, D)
+    qs, ks, vs = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+    with torch.no_grad():
+        t = interleaved_times({
+            "sdpa": lambda: functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True),
+            "floor": lambda: unavoidable_kernels(qs, ks, vs, chunk_size),
+            "deltaformer": lambda: impl.deltaformer_attn(q, k, v, beta, chunk_size=chunk_size)}, repeats, clock)
+    return {"floor_ratio": paired_ratio(t["floor"], t["sdpa"]),
+            "deltaformer_ratio": paired_ratio(t["deltaformer"], t["sdpa"])}
+
+
 _PEAK_SCRIPT = """
 import sys, torch, impl
 T, H, D, C = (int(a) for a in sys.argv[1:5])
@@ -168,6 +206,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=11, help="interleaved rounds per comparison")
     parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the unavoidable kernels alone (a lower bound for the forward ratio)")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or process CPU time (use with --threads 1 on a shared machine)")
@@ -187,6 +227,10 @@ def main() -> None:
         print(f"T=4096 H=4 D=64 fp32 {label}: deltaformer / SDPA = {r[f'{name}_ratio']:.2f}x median paired ratio "
               f"over {args.repeats} rounds (target <= {target}); minima {r[f'{name}_deltaformer_s']:.3f}s / "
               f"{r[f'{name}_sdpa_s']:.3f}s = {r[f'{name}_ratio_of_minima']:.2f}x")
+    if args.floor:
+        f = floor_ratio(4096, 4, 64, args.chunk_size, args.repeats, clock)
+        print(f"T=4096 forward lower bound: unavoidable kernels alone / SDPA = {f['floor_ratio']:.2f}x "
+              f"(same run: deltaformer {f['deltaformer_ratio']:.2f}x)")
     mem = peak_memory_mib(16384, 1, 64, args.chunk_size)
     print(f"T=16384 H=1 D=64 fp32 forward peak memory beyond inputs: {mem:.1f} MiB (RSS high-water growth, fresh "
           f"process; target < 512)")
