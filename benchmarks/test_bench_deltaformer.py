@@ -16,7 +16,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from torch.nn import functional
 
 import impl
-from benchmarks.ratios import interleaved_min
+from benchmarks.ratios import BENCH_CHUNK, interleaved_min
 from spec import deltaformer as spec_df
 
 
@@ -40,19 +40,19 @@ def _gate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
 @pytest.mark.parametrize("T", [1024, 4096])
 def test_deltaformer_forward_vs_sdpa(benchmark: BenchmarkFixture, T: int) -> None:
     q, k, v, beta = _inputs(T, 4, 64)
-    _gate(q, k, v, beta, 256)
+    _gate(q, k, v, beta, BENCH_CHUNK)
     qs, ks, vs = (x.transpose(1, 2).contiguous() for x in (q, k, v))
     with torch.no_grad():
         sdpa = interleaved_min({"sdpa": lambda: functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True)},
                                3)["sdpa"]
-        benchmark(impl.deltaformer_attn, q, k, v, beta, chunk_size=256)
+        benchmark(impl.deltaformer_attn, q, k, v, beta, chunk_size=BENCH_CHUNK)
     if benchmark.stats is not None:
         benchmark.extra_info["time_ratio_vs_sdpa"] = benchmark.stats.stats.min / sdpa
 
 
 def test_deltaformer_forward_backward_vs_sdpa(benchmark: BenchmarkFixture) -> None:
     q, k, v, beta = _inputs(4096, 4, 64)
-    _gate(q, k, v, beta, 256)
+    _gate(q, k, v, beta, BENCH_CHUNK)
     leaves = [x.requires_grad_(True) for x in (q, k, v, beta)]
     cot = torch.randn(1, 4096, 4, 64)
     s_leaves = [x.detach().transpose(1, 2).contiguous().requires_grad_(True) for x in (q, k, v)]
@@ -62,7 +62,7 @@ def test_deltaformer_forward_backward_vs_sdpa(benchmark: BenchmarkFixture) -> No
                                    cot.transpose(1, 2))
 
     def deltaformer_fb() -> object:
-        return torch.autograd.grad(impl.deltaformer_attn(*leaves, chunk_size=256), leaves, cot)
+        return torch.autograd.grad(impl.deltaformer_attn(*leaves, chunk_size=BENCH_CHUNK), leaves, cot)
 
     sdpa = interleaved_min({"sdpa": sdpa_fb}, 3)["sdpa"]
     benchmark(deltaformer_fb)
@@ -72,10 +72,10 @@ def test_deltaformer_forward_backward_vs_sdpa(benchmark: BenchmarkFixture) -> No
 
 def test_deltaformer_vs_float64_spec(benchmark: BenchmarkFixture) -> None:
     q, k, v, beta = _inputs(1024, 2, 64)
-    _gate(q, k, v, beta, 256)
+    _gate(q, k, v, beta, BENCH_CHUNK)
     spec_s = interleaved_min({"spec": lambda: [spec_df.deltaformer_attn(
         *(x[0, :, h].double().numpy() for x in (q, k, v, beta))) for h in range(2)]}, 1)["spec"]
     with torch.no_grad():
-        benchmark(impl.deltaformer_attn, q, k, v, beta, chunk_size=256)
+        benchmark(impl.deltaformer_attn, q, k, v, beta, chunk_size=BENCH_CHUNK)
     if benchmark.stats is not None:
         benchmark.extra_info["speedup_vs_spec"] = spec_s / benchmark.stats.stats.min
