@@ -31,6 +31,7 @@ mpmath codes (``spec.precision.to_mp``) they run in mpmath through the same code
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ __all__ = [
     "round_tracker_u",
     "swap_permutations",
     "swap_task",
+    "swap_task_batch",
     "swap_tokens",
 ]
 
@@ -186,6 +188,39 @@ def swap_task(n: int, T: int, *, n_queries: int = 1, seed: int = 0) -> SwapTask:
     permutations = swap_permutations(n, swaps)
     return SwapTask(n=n, swaps=swaps, permutations=permutations, queries=queries,
                     answers=permutations[T, queries].copy())
+
+
+def swap_task_batch(n: int, T: int, count: int, *, seed: int | Sequence[int] = 0) -> tuple[Ints, Ints]:
+    """SWAP.2b [derived]: ``count`` independent sequences of SWAP.2's law at once, with their SWAP.1 permutations.
+
+    Same law as ``swap_task`` per sequence (a_t uniform on [0, n), b_t = (a_t + uniform[1, n)) mod n, uniform over
+    the other n - 1 boxes), drawn as one batch from ``numpy.random.default_rng(seed)`` (all a, then all b), so the
+    numbers differ from ``count`` calls of ``swap_task``. The permutations are SWAP.1 vectorised over sequences (a
+    loop over t only): one Python step per swap instead of one per swap and sequence.
+
+    Args:
+        n: boxes (>= 2). T: swaps per sequence (>= 0). count: sequences (>= 1).
+        seed: a non-negative int, or a sequence of them (entropy for ``default_rng``).
+
+    Returns:
+        (swaps [count, T, 2], permutations [count, T + 1, n]), int64; permutations[i] = swap_permutations(n, swaps[i]).
+    """
+    n = _count("n", n, minimum=2)
+    T = _count("T", T, minimum=0)
+    count = _count("count", count, minimum=1)
+    entropy = [_count("seed", x, minimum=0) for x in seed] if isinstance(seed, list | tuple) else \
+        _count("seed", seed, minimum=0)
+    rng = np.random.default_rng(entropy)
+    a = rng.integers(0, n, (count, T))
+    b = (a + rng.integers(1, n, (count, T))) % n
+    rows = np.arange(count)
+    permutations = np.empty((count, T + 1, n), dtype=np.int64)
+    permutations[:, 0] = np.arange(n)
+    for t in range(T):
+        current = permutations[:, t + 1]
+        current[:] = permutations[:, t]
+        current[rows, a[:, t]], current[rows, b[:, t]] = permutations[rows, t, b[:, t]], permutations[rows, t, a[:, t]]
+    return np.stack([a, b], axis=-1).astype(np.int64), permutations
 
 
 def encode_swap_tokens(task: SwapTask, layout: str = "pair") -> SwapTokens:

@@ -76,6 +76,29 @@ def test_swaps_are_uniform_over_ordered_pairs_of_distinct_boxes() -> None:
     assert chi2 < 45, chi2
 
 
+@given(n=st.integers(2, 9), T=st.integers(0, 25), count=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_batched_tasks_match_the_naive_simulation_row_by_row(n: int, T: int, count: int, seed: int) -> None:
+    """SWAP.2b: every sequence of the batch is valid and its permutations are SWAP.1's (the list simulation)."""
+    swaps, permutations = sw.swap_task_batch(n, T, count, seed=seed)
+    assert swaps.shape == (count, T, 2) and permutations.shape == (count, T + 1, n)
+    assert ((swaps >= 0) & (swaps < n)).all() and (swaps[..., 0] != swaps[..., 1]).all()
+    for i in range(count):
+        assert permutations[i].tolist() == naive_permutations(n, swaps[i])
+    again = sw.swap_task_batch(n, T, count, seed=seed)
+    assert np.array_equal(again[0], swaps) and np.array_equal(again[1], permutations)
+
+
+def test_batched_tasks_draw_swaps_uniformly_over_ordered_pairs() -> None:
+    # the same chi-square as for swap_task: n = 4, 12 cells, 11 degrees of freedom, P(X > 45) ~ 4e-6
+    swaps, _ = sw.swap_task_batch(4, 600, 100, seed=[5, 1])
+    counts = np.zeros((4, 4))
+    np.add.at(counts, (swaps[..., 0].ravel(), swaps[..., 1].ravel()), 1)
+    expected = 60_000 / 12
+    chi2 = (((counts - expected) ** 2 / expected) * (1 - np.eye(4))).sum()
+    assert np.trace(counts) == 0
+    assert chi2 < 45, chi2
+
+
 def test_swap_permutations_accepts_an_empty_sequence() -> None:
     assert sw.swap_permutations(3, np.zeros((0, 2), dtype=int)).tolist() == [[0, 1, 2]]
 
@@ -346,6 +369,9 @@ def test_hadamard_codes_in_mpmath_have_coherence_exactly_one_over_sqrt_d_k() -> 
     (lambda: sw.swap_task(4, 3, n_queries=-2), ValueError, "n_queries"),
     (lambda: sw.swap_task(4.0, 3), TypeError, "n"),
     (lambda: sw.swap_task(4, 3, seed=-1), ValueError, "seed"),
+    (lambda: sw.swap_task_batch(4, 3, 0), ValueError, "count"),
+    (lambda: sw.swap_task_batch(4, 3, 2, seed=[1, -2]), ValueError, "seed"),
+    (lambda: sw.swap_task_batch(4, 3, 2, seed=1.5), TypeError, "seed"),
     (lambda: sw.swap_permutations(4, [[0, 0]]), ValueError, "swaps"),
     (lambda: sw.swap_permutations(4, [[0, 4]]), ValueError, "swaps"),
     (lambda: sw.swap_permutations(4, [0, 1]), ValueError, "swaps"),

@@ -7,10 +7,10 @@ labels instead of one.
 
 Why not ``spec.swap_tracking.encode_swap_tokens`` (SWAP.3): its layouts ask one query after the last swap, so a
 sequence yields a single label, and the "pair" vocabulary has n^2 ids (1024 at n = 32, most rarely seen). At a CPU
-budget of a few hundred steps that supervision is too sparse to separate the models. We keep its generator (held-out
-sequences are ``swap_task`` verbatim; training sequences use a batched sampler of the same distribution, see
-``make_data``) and encode a step as three ids (a_t, b_t, p_t), embedded by three tables and summed; separate tables
-for a and b let a linear map form the antisymmetric key e_a - e_b of the delta-rule tracker (SWAP.4).
+budget of a few hundred steps that supervision is too sparse to separate the models. We keep its generator
+(held-out sequences are ``swap_task`` verbatim; training sequences its batched form ``swap_task_batch``, see
+``make_data``) and encode a step as three ids (a_t, b_t, p_t), embedded by three tables and summed; separate
+tables for a and b let a linear map form the antisymmetric key e_a - e_b of the delta-rule tracker (SWAP.4).
 
 Accuracy of a sequence of length L is measured on the positions t in (L/2, L] only: the first swaps leave most boxes
 untouched, so early queries are easy; at L = 2 T_train this set is exactly the positions never seen in training.
@@ -28,7 +28,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from spec.swap_tracking import swap_task
+from spec.swap_tracking import swap_task, swap_task_batch
 
 __all__ = ["SPLITS", "SwapData", "make_data", "one_hop_predictions", "scored_positions"]
 
@@ -77,33 +77,14 @@ def _from_swaps(n: int, swaps: Ints, permutations: Ints, rng: np.random.Generato
     return SwapData(n=n, a=swaps[..., 0].copy(), b=swaps[..., 1].copy(), query=query, target=target)
 
 
-def _batched_swaps(n: int, count: int, length: int, rng: np.random.Generator) -> tuple[Ints, Ints]:
-    """SWAP.2's distribution and SWAP.1's permutations for ``count`` sequences at once (loop over t only).
-
-    a_t uniform on [0, n), b_t = (a_t + uniform[1, n)) mod n, uniform over the other n - 1 boxes, as
-    ``spec.swap_tracking.swap_task``; permutations[:, t] = pi_{t+1} = pi_t with boxes a_t, b_t exchanged.
-    """
-    a = rng.integers(0, n, (count, length))
-    b = (a + rng.integers(1, n, (count, length))) % n
-    rows = np.arange(count)
-    current = np.broadcast_to(np.arange(n), (count, n)).copy()
-    permutations = np.empty((count, length, n), dtype=np.int64)
-    for t in range(length):
-        at, bt = a[:, t], b[:, t]
-        current[rows, at], current[rows, bt] = current[rows, bt], current[rows, at].copy()
-        permutations[:, t] = current
-    return np.stack([a, b], axis=-1).astype(np.int64), permutations
-
-
 def make_data(n: int, count: int, length: int, *, seed: int, split: str) -> SwapData:
     """``count`` sequences of ``length`` swaps among ``n`` boxes, deterministic in (seed, n, length, split).
 
     ``split="eval"`` (held-out): sequence i is ``spec.swap_tracking.swap_task(n, length, seed=s_i)`` verbatim,
     s_i from ``numpy.random.SeedSequence([seed, n, length, 1])``. ``split="train"``: the same distribution drawn
-    by ``_batched_swaps``, vectorised over sequences, because ``swap_task`` builds each permutation in a Python
-    loop (about 2.5 ms per 16-swap sequence on this shared machine, 30 s for one model's training data). The
-    tests check the batched permutations against ``spec.swap_tracking.swap_permutations``, and evaluating on the
-    spec's own sequences checks the training distribution end to end. Queries come from a separate stream.
+    as one batch by ``spec.swap_tracking.swap_task_batch`` (SWAP.2b, seed [seed, n, length, 0]), vectorised over
+    sequences, because ``swap_task`` builds each permutation in a Python loop (about 2.5 ms per 16-swap sequence on
+    this shared machine, 30 s for one model's training data). Queries come from a separate stream.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
@@ -112,8 +93,8 @@ def make_data(n: int, count: int, length: int, *, seed: int, split: str) -> Swap
     key = [seed, n, length, SPLITS[split]]
     query_rng = np.random.default_rng([*key, 7])
     if split == "train":
-        swaps, permutations = _batched_swaps(n, count, length, np.random.default_rng(key))
-        return _from_swaps(n, swaps, permutations, query_rng)
+        swaps, permutations = swap_task_batch(n, length, count, seed=key)
+        return _from_swaps(n, swaps, permutations[:, 1:], query_rng)
     seeds = np.random.SeedSequence(key).generate_state(count, dtype=np.uint32)
     swaps = np.empty((count, length, 2), dtype=np.int64)
     permutations = np.empty((count, length, n), dtype=np.int64)
