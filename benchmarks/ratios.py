@@ -30,6 +30,7 @@ import torch
 from torch.nn import functional
 
 import impl
+from impl.torch_ops.deltaformer import _solve_unit_lower  # the solve the torch forward uses, same form
 from spec import deltaformer as spec_df
 
 
@@ -129,7 +130,8 @@ def unavoidable_kernels(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, ch
     """Timing only, values meaningless: the calls a chunked torch DeltaFormer forward cannot skip, on [B, H, T, D].
 
     Per chunk: the fused CPU flash prefix pass over the earlier keys, the in-chunk score GEMM and one
-    unit-triangular solve of the chunk's shape (a fixed random matrix stands in for the write scores); then the
+    unit-triangular solve of the chunk's shape (the backend's own ``_solve_unit_lower``; a fixed random matrix
+    stands in for the write scores); then the
     causal SDPA read-out. No softmax merge, no row scaling, no bookkeeping: a lower bound on what any formulation
     built from these torch calls can reach, to read the forward ratio against.
     """
@@ -143,9 +145,7 @@ def unavoidable_kernels(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, ch
         if s > 0:
             torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(ks[:, :, s:e], ks[:, :, :s], u[:, :, :s],
                                                                        0.0, False, scale=D**-0.5)
-        a = A[..., : e - s, : e - s]
-        u[:, :, s:e] = torch.linalg.solve_triangular(a.transpose(-1, -2), vs[:, :, s:e].transpose(-1, -2),
-                                                     upper=True, left=False, unitriangular=True).transpose(-1, -2)
+        u[:, :, s:e] = _solve_unit_lower(A[..., : e - s, : e - s], vs[:, :, s:e], transpose=False)
     return functional.scaled_dot_product_attention(qs, ks, u, is_causal=True)
 
 

@@ -165,6 +165,13 @@ def swap_permutations(n: int, swaps: Any) -> Ints:
     return permutations
 
 
+def _draw_swaps(rng: np.random.Generator, n: int, shape: tuple[int, ...]) -> Ints:
+    """SWAP.2's law for swaps of ``shape``: a uniform on [0, n), then b = (a + uniform[1, n)) mod n. -> [*shape, 2]."""
+    a = rng.integers(0, n, shape)
+    b = (a + rng.integers(1, n, shape)) % n
+    return np.stack([a, b], axis=-1).astype(np.int64)
+
+
 def swap_task(n: int, T: int, *, n_queries: int = 1, seed: int = 0) -> SwapTask:
     """SWAP.2 [paper]: T uniform swaps (a_t uniform, b_t uniform over the other n - 1 boxes), Q uniform queries.
 
@@ -181,9 +188,7 @@ def swap_task(n: int, T: int, *, n_queries: int = 1, seed: int = 0) -> SwapTask:
     n_queries = _count("n_queries", n_queries, minimum=0)
     seed = _count("seed", seed, minimum=0)
     rng = np.random.default_rng(seed)
-    a = rng.integers(0, n, T)
-    b = (a + rng.integers(1, n, T)) % n
-    swaps = np.stack([a, b], axis=1).astype(np.int64)
+    swaps = _draw_swaps(rng, n, (T,))
     queries = rng.integers(0, n, n_queries).astype(np.int64)
     permutations = swap_permutations(n, swaps)
     return SwapTask(n=n, swaps=swaps, permutations=permutations, queries=queries,
@@ -210,9 +215,8 @@ def swap_task_batch(n: int, T: int, count: int, *, seed: int | Sequence[int] = 0
     count = _count("count", count, minimum=1)
     entropy = [_count("seed", x, minimum=0) for x in seed] if isinstance(seed, list | tuple) else \
         _count("seed", seed, minimum=0)
-    rng = np.random.default_rng(entropy)
-    a = rng.integers(0, n, (count, T))
-    b = (a + rng.integers(1, n, (count, T))) % n
+    swaps = _draw_swaps(np.random.default_rng(entropy), n, (count, T))
+    a, b = swaps[..., 0], swaps[..., 1]
     rows = np.arange(count)
     permutations = np.empty((count, T + 1, n), dtype=np.int64)
     permutations[:, 0] = np.arange(n)
@@ -220,7 +224,7 @@ def swap_task_batch(n: int, T: int, count: int, *, seed: int | Sequence[int] = 0
         current = permutations[:, t + 1]
         current[:] = permutations[:, t]
         current[rows, a[:, t]], current[rows, b[:, t]] = permutations[rows, t, b[:, t]], permutations[rows, t, a[:, t]]
-    return np.stack([a, b], axis=-1).astype(np.int64), permutations
+    return swaps, permutations
 
 
 def encode_swap_tokens(task: SwapTask, layout: str = "pair") -> SwapTokens:

@@ -10,13 +10,16 @@ Write stage, chunk rows [s, e) of one (batch, head), all (batch, head) pairs bat
 
 On CPU, for the softmax and exp kernels, the pass over the earlier chunks (j < s) runs in PyTorch's fused CPU flash
 attention (``aten._scaled_dot_product_flash_attention_for_cpu``), which returns the prefix's log-sum-exp; the
-in-chunk scores are a small [C, C] block, merged by log-add-exp. Elsewhere (other devices, linear and round
-kernels) the pass is an explicit [C, e] score block ("matmul path"). Both are tested on CPU.
+in-chunk scores are a small [C, C] block, merged with it under one shift (``_softmax_with_prefix``). Elsewhere
+(other devices, linear and round kernels) the pass is an explicit [C, e] score block ("matmul path"). Both are
+tested on CPU.
 
 Backward (derivation in impl/README.md): with M = I + diag(beta) P and G = dL/dU, X = M^{-T} G is solved chunk by
 chunk in *reverse* order (transposed unit-triangular solves), and the score gradients are exactly an attention
 backward with queries w, keys k, values u, output r = P U and output gradient dO = -beta X, so the same two paths
-serve. dL/dv = X and dL/dbeta_t = -X_t . r_t. Memory: O(T (C + D)) per head beyond the inputs; nothing T x T.
+serve (the flash path takes the earlier-chunk pairs by columns, ``_FlashColumns``). dL/dv = X and
+dL/dbeta_t = -X_t . r_t. The chunk loops run on concurrent (batch, head) groups on CPU
+(``_common.over_head_groups``). Memory: O(T (C + D)) per head beyond the inputs; nothing T x T.
 """
 
 from __future__ import annotations
@@ -71,16 +74,15 @@ def _finite_or_zero(x: Tensor) -> Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
-def _masked_exp(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(e, shift, lse): e = exp(scores - shift) with masked entries 0, shift = the row max over the unmasked
-    entries (0 for a row with none), lse = the row log-sum-exp over the unmasked entries (-inf for a row with none).
+def _masked_lse(scores: Tensor, mask: Tensor) -> Tensor:
+    """The row log-sum-exp over the unmasked entries (-inf for a row with none).
 
-    Equal to ``logsumexp(scores.masked_fill(mask, -inf))`` and its weights, but exp only sees finite arguments and
-    the masked entries are zeroed afterwards: on CPU, exp(-inf) runs about 6x slower than exp of a finite number.
+    Equal to ``logsumexp(scores.masked_fill(mask, -inf))``, but exp only sees finite arguments and the masked
+    entries are zeroed afterwards: on CPU, exp(-inf) runs about 6x slower than exp of a finite number.
     """
     shift = _finite_or_zero(scores.masked_fill(mask, _NEG_INF).amax(-1))
     e = torch.exp(scores - shift[..., None]).masked_fill_(mask, 0.0)
-    return e, shift, shift + torch.log(e.sum(-1))
+    return shift + torch.log(e.sum(-1))
 
 
 def _masked_exp_minus(scores: Tensor, mask: Tensor, lse: Tensor) -> Tensor:
@@ -150,7 +152,7 @@ def _block_probs(scores: Tensor, mask: Tensor, kernel: str, lse: Tensor | None) 
     """
     if kernel == "softmax":
         if lse is None:
-            _, _, lse = _masked_exp(scores, mask)
+            lse = _masked_lse(scores, mask)
         return _masked_exp_minus(scores, mask, lse), lse
     if kernel == "exp":
         return torch.exp(scores).masked_fill_(mask, 0.0), None
@@ -204,14 +206,14 @@ class _ChunkedU:
         return self.scores.exp_().tril_(-1), o_prefix * torch.exp(lse_prefix)[..., None], None
 
     def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor,
-                 P_full: Tensor | None) -> None:
+                 P_full: Tensor) -> None:
         """Accumulate this chunk's score gradients into dw, dk and (matmul path) the prefix values' gradient into
-        g[:, :, :s]. On the flash path only the in-chunk block is done here; the pairs (row of this chunk, earlier
-        key) are done column by column in ``_flash_columns_backward``."""
+        g[:, :, :s]. ``P_full`` is ``probs_for_backward``'s block. On the flash path only the in-chunk block is done
+        here; the pairs (row of this chunk, earlier key) are done column by column by ``_FlashColumns``."""
         s, e, kernel, scale = self.s, self.e, self.kernel, self.scale
         row_dot = (d_out * r_c).sum(-1) if kernel == "softmax" else None
         if not self.flash:
-            assert P_full is not None and self.mask is not None
+            assert self.mask is not None
             if s > 0:
                 g[:, :, :s] += torch.matmul(P_full[..., :s].transpose(-1, -2), d_out)
             if kernel == "round":
@@ -221,7 +223,6 @@ class _ChunkedU:
             dw[:, :, s:e] += torch.matmul(dS, self.k[:, :, :e])
             dk[:, :, :e] += torch.matmul(dS.transpose(-1, -2), self.w_c)
             return
-        assert P_full is not None
         dP_in = torch.matmul(d_out, u[:, :, s:e].transpose(-1, -2))
         dS_in = _block_score_grad(P_full, dP_in, None, kernel, row_dot).mul_(scale)
         dw[:, :, s:e] += torch.matmul(dS_in, self.k[:, :, s:e])
