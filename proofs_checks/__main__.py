@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from proofs_checks.check import DEFAULT, THOROUGH
-from proofs_checks.registry import all_checks, all_figures
-from proofs_checks.runner import render_table, run_checks, write_json, write_report
+from proofs_checks.claims.declaration import DEFAULT, THOROUGH
+from proofs_checks.claims.registry import all_checks, all_figures
+from proofs_checks.claims.run import render_table, run_checks, write_json, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import importlib
 
-from proofs_checks.check import Check, Figure
+from proofs_checks.claims.declaration import Check, Figure
 
 __all__ = ["CHECK_MODULES", "all_checks", "all_figures"]
 
 CHECK_MODULES: tuple[str, ...] = (
-    "proofs_checks.snr",
-    "proofs_checks.update_rules",
-    "proofs_checks.deltaformer_identities",
-    "proofs_checks.swap_tracking",
+    "proofs_checks.claims.snr",
+    "proofs_checks.claims.update_rules",
+    "proofs_checks.claims.deltaformer_identities",
+    "proofs_checks.claims.swap_tracking",
 )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from proofs_checks.check import Check, Figure, Outcome, Profile
+from proofs_checks.claims.declaration import Check, Figure, Outcome, Profile
 
 __all__ = ["Result", "render_table", "run_checks", "write_json", "write_report"]
 

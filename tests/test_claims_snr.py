@@ -1,4 +1,4 @@
-"""proofs_checks.snr: every check passes as shipped, and fails when a closed form is perturbed.
+"""proofs_checks.claims.snr: every check passes as shipped, and fails when a closed form is perturbed.
 
 The perturbations are the mistakes a reader could make: N for N - 1, a 10% constant, a wrong exponent. Each is
 injected into the spec module the check calls (monkeypatch), the check is rerun, and it must fail. The profile
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from proofs_checks import snr as snr_checks
-from proofs_checks.check import DEFAULT, Outcome, Profile
+from proofs_checks.claims import snr as snr_checks
+from proofs_checks.claims.declaration import DEFAULT, Outcome, Profile
 from spec import snr
 
 PROFILE = Profile(name="test", dps=30, samples=1, seed=DEFAULT.seed)

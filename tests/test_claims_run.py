@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from proofs_checks import __main__ as cli
-from proofs_checks import registry
-from proofs_checks.check import Check, Outcome
+from proofs_checks.claims import registry
+from proofs_checks.claims.declaration import Check, Outcome
 
 PASSING = Check(id="C1", claim="always true", provenance="derived", spec_functions=(),
                 run=lambda profile: Outcome(measured=0.0, bound=1.0, passed=True, detail="fine"))
@@ -73,7 +73,7 @@ def _draw_line(profile: object, path: Path) -> None:
 @pytest.mark.usefixtures("fake_checks")
 def test_plots_writes_every_figure_and_a_report_embedding_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                ) -> None:
-    from proofs_checks.check import Figure
+    from proofs_checks.claims.declaration import Figure
 
     monkeypatch.setattr(cli, "all_figures", lambda: (Figure("line.png", "A line.", _draw_line),))
     cli.main(["--only", "C1", "--plots", str(tmp_path)])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proofs_checks import deltaformer_identities as checks
-from proofs_checks.check import DEFAULT
+from proofs_checks.claims import deltaformer_identities as checks
+from proofs_checks.claims.declaration import DEFAULT
 from spec import deltaformer as df
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from proofs_checks.check import Check, Figure, Outcome, Profile
+from proofs_checks.claims.declaration import Check, Figure, Outcome, Profile
 from spec import kernels, precision
 from spec import updates as upd
 from spec._types import F64, Array

@@ -1,4 +1,4 @@
-"""proofs_checks.update_rules: every check passes on the spec, and fails when the spec is broken on purpose
+"""proofs_checks.claims.update_rules: every check passes on the spec, and fails when the spec is broken on purpose
 (a wrong step size, a perturbed rule, a wrong limit), so each check can fail."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from proofs_checks import update_rules
-from proofs_checks.check import DEFAULT, Check
+from proofs_checks.claims import update_rules
+from proofs_checks.claims.declaration import DEFAULT, Check
 from spec import precision
 from spec import updates as upd
 from spec._types import Array

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from proofs_checks.check import Check, Figure, Outcome, Profile
+from proofs_checks.claims.declaration import Check, Figure, Outcome, Profile
 from spec import swap_tracking as sw
 from spec._types import Array
 

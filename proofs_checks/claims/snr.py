@@ -29,7 +29,7 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from proofs_checks.check import Check, Figure, Outcome, Profile
+from proofs_checks.claims.declaration import Check, Figure, Outcome, Profile
 from spec import kernels, precision, snr
 from spec import snr_estimators as est
 

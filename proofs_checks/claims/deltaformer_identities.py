@@ -16,7 +16,7 @@ from pathlib import Path
 import mpmath
 import numpy as np
 
-from proofs_checks.check import Check, Figure, Outcome, Profile
+from proofs_checks.claims.declaration import Check, Figure, Outcome, Profile
 from spec import deltaformer as df
 from spec import precision
 from spec._types import Array

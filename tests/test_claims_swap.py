@@ -1,4 +1,4 @@
-"""The claim-8 checks pass, and each fails when the property it certifies is broken (proofs_checks.swap_tracking)."""
+"""The claim-8 checks pass, and each fails when the property it certifies is broken (claims.swap_tracking)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from proofs_checks import swap_tracking as checks
-from proofs_checks.check import DEFAULT
+from proofs_checks.claims import swap_tracking as checks
+from proofs_checks.claims.declaration import DEFAULT
 from spec import swap_tracking as sw
 
 BY_ID = {check.id: check for check in checks.CHECKS}
