@@ -35,7 +35,7 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *
     given = _validate.check_scale(scale)
     chunk_size = _validate.check_chunk_size(chunk_size)
     cu = _validate.check_cu_seqlens(cu_seqlens, batch=w.shape[0], total=w.shape[1], device=w.device)
-    module = backend_module(resolve_backend(backend, w.device), "deltaformer")
+    module = backend_module(resolve_backend(backend, w.device, w.dtype), "deltaformer")
     beta = torch.ones(w.shape[:3], dtype=w.dtype, device=w.device) if beta is None else beta
     write_scale, _ = _write_kernels.resolve_scales(kernel, w.shape[-1], given)
     u: Tensor = module.deltaformer_u(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size,
@@ -59,7 +59,7 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None
     given = _validate.check_scale(scale)
     chunk_size = _validate.check_chunk_size(chunk_size)
     cu = _validate.check_cu_seqlens(cu_seqlens, batch=q.shape[0], total=q.shape[1], device=q.device)
-    module = backend_module(resolve_backend(backend, q.device), "deltaformer")
+    module = backend_module(resolve_backend(backend, q.device, q.dtype), "deltaformer")
     beta = torch.ones(q.shape[:3], dtype=q.dtype, device=q.device) if beta is None else beta
     write_scale, read_scale = _write_kernels.resolve_scales(kernel, q.shape[-1], given)
     o: Tensor = module.deltaformer_attn(q, k, v, beta, write=write, kernel=kernel, write_scale=write_scale,
