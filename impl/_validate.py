@@ -88,10 +88,12 @@ def check_choice(name: str, x: object, options: Iterable[str]) -> str:
     return x
 
 
-def check_chunk_size(x: object) -> int:
-    """A Python int >= 1."""
+def check_chunk_size(x: object) -> int | None:
+    """None (the backend picks its best), or a Python int >= 1 (always honoured)."""
+    if x is None:
+        return None
     if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError(f"chunk_size must be an int >= 1, got {type(x).__name__}")
+        raise TypeError(f"chunk_size must be None or an int >= 1, got {type(x).__name__}")
     if x < 1:
         raise ValueError(f"chunk_size must be >= 1, got {x}")
     return x

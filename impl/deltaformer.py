@@ -14,7 +14,7 @@ __all__ = ["DecodeOutput", "deltaformer_attn", "deltaformer_decode_step", "delta
 
 
 def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *, kernel: str = "softmax",
-                  scale: float | None = None, chunk_size: int = 64, cu_seqlens: Tensor | None = None,
+                  scale: float | None = None, chunk_size: int | None = None, cu_seqlens: Tensor | None = None,
                   backend: str = "auto") -> Tensor:
     """DeltaFormer's written values: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
 
@@ -44,7 +44,7 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *
 
 
 def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *, write: str = "k",
-                     kernel: str = "softmax", scale: float | None = None, chunk_size: int = 64,
+                     kernel: str = "softmax", scale: float | None = None, chunk_size: int | None = None,
                      cu_seqlens: Tensor | None = None, backend: str = "auto") -> Tensor:
     """DeltaFormer attention: q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> o [B, T, H, V].
 

@@ -39,7 +39,7 @@ class DeltaFormerAttention(nn.Module):
 
     def __init__(self, hidden_size: int, num_heads: int, head_dim: int | None = None, *, write: str = "k",
                  kernel: str = "softmax", beta_mode: str = "sigmoid2", scale: float | None = None,
-                 chunk_size: int = 64, backend: str = "auto", bias: bool = False, key_norm: bool = False,
+                 chunk_size: int | None = None, backend: str = "auto", bias: bool = False, key_norm: bool = False,
                  device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:

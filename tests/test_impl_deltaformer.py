@@ -250,3 +250,23 @@ def test_head_groups_do_not_change_results(groups: int, monkeypatch: pytest.Monk
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     if groups > 1 and torch.get_num_threads() > 1:
         assert len(calls) == groups and all(name.startswith("impl-head-group") for name in calls)
+
+
+@pytest.mark.parametrize("given", [None, 3, 1000])
+def test_chunk_size_none_is_the_backend_choice_and_a_given_one_is_honoured(given: int | None,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """chunk_size=None (the default) lets the backend pick (torch on CPU: CPU_CHUNK_SIZE); any given value, even
+    one larger than T, reaches the chunk loop unchanged."""
+    seen: list[object] = []
+    forward = torch_deltaformer._u_forward
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs["chunk_size"])
+        return forward(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch_deltaformer, "_u_forward", spy)
+    q, k, v = (torch.randn(1, 10, 2, 4) for _ in range(3))
+    impl.deltaformer_attn(q, k, v, chunk_size=given)
+    impl.deltaformer_u(q, k, v) if given is None else impl.deltaformer_u(q, k, v, chunk_size=given)
+    want = torch_deltaformer.CPU_CHUNK_SIZE if given is None else given
+    assert seen and all(c == want for c in seen), seen

@@ -149,7 +149,7 @@ def test_triton_without_cuda_or_interpreter_is_runtime_error(op: str, monkeypatc
 @pytest.mark.parametrize("op", ALL_OPS)
 @pytest.mark.parametrize(("bad", "error", "message"), [
     (0, ValueError, "chunk_size must be >= 1, got 0"),
-    (2.0, TypeError, "chunk_size must be an int >= 1, got float"),
+    (2.0, TypeError, "chunk_size must be None or an int >= 1, got float"),
 ])
 def test_bad_chunk_size(op: str, bad: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):

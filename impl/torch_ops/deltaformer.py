@@ -36,11 +36,22 @@ from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, t
 
 __all__ = ["deltaformer_attn", "deltaformer_u"]
 
+CPU_CHUNK_SIZE = 384
+"""The chunk used on CPU when ``chunk_size`` is None (measured: see ``default_chunk_size``)."""
+
+CHUNK_SIZE = 64
+"""The chunk used on other devices when ``chunk_size`` is None (FLA's convention; not measured here)."""
+
 USE_CPU_FLASH = True
 """Use the fused CPU flash-attention op for the prefix pass when it applies (tests switch it off to cover the
 matmul path on CPU)."""
 
 _NEG_INF = -math.inf
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """The backend's choice when ``chunk_size`` is None: CPU_CHUNK_SIZE on CPU, CHUNK_SIZE elsewhere."""
+    return CPU_CHUNK_SIZE if device.type == "cpu" else CHUNK_SIZE
 
 
 def _flash_applies(w: Tensor, u: Tensor, kernel: str) -> bool:
@@ -375,36 +386,41 @@ def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: f
     return u
 
 
-def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float, chunk_size: int,
-                  cu_seqlens: Tensor | None) -> Tensor:
+def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float,
+                  chunk_size: int | None, cu_seqlens: Tensor | None) -> Tensor:
     """Torch backend of ``impl.deltaformer_u``: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
 
-    Implements spec.deltaformer.deltaformer_u (DF.1) per (batch, head) by the chunked form DF.4.
+    Implements spec.deltaformer.deltaformer_u (DF.1) per (batch, head) by the chunked form DF.4. ``chunk_size``
+    None: ``default_chunk_size``.
     """
+    chunk = default_chunk_size(w.device) if chunk_size is None else chunk_size
     dtype = compute_dtype(v.dtype)
 
     def run(w_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         u = _u_bhtd(to_bhtd(w_, dtype), to_bhtd(k_, dtype), to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    scale, chunk_size)
+                    scale, chunk)
         return from_bhtd(u, v.dtype)
 
     return varlen_map(run, cu_seqlens, w, k, v, beta)
 
 
 def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: str, kernel: str,
-                     write_scale: float, read_scale: float, chunk_size: int, cu_seqlens: Tensor | None) -> Tensor:
+                     write_scale: float, read_scale: float, chunk_size: int | None,
+                     cu_seqlens: Tensor | None) -> Tensor:
     """Torch backend of ``impl.deltaformer_attn``: o = causal_softmax(read_scale Q K^T) U, U from DF.4 with
     ``write_scale`` in kappa_1.
 
     Implements spec.deltaformer.deltaformer_attn (DF.9). The read-out is
     ``functional.scaled_dot_product_attention(is_causal=True)`` (its own fused kernel and backward).
+    ``chunk_size`` None: ``default_chunk_size``.
     """
+    chunk = default_chunk_size(q.device) if chunk_size is None else chunk_size
     dtype = compute_dtype(v.dtype)
 
     def run(q_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         qb, kb = to_bhtd(q_, dtype), to_bhtd(k_, dtype)
         u = _u_bhtd(qb if write == "q" else kb, kb, to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    write_scale, chunk_size)
+                    write_scale, chunk)
         o = functional.scaled_dot_product_attention(qb, kb, u, is_causal=True, scale=read_scale)
         return from_bhtd(o, v.dtype)
 

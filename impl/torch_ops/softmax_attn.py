@@ -15,7 +15,7 @@ from impl.torch_ops._common import compute_dtype, from_bhtd, to_bhtd, varlen_map
 __all__ = ["softmax_attn"]
 
 
-def softmax_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float, chunk_size: int,
+def softmax_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float, chunk_size: int | None,
                  cu_seqlens: Tensor | None) -> Tensor:
     """Torch backend of ``impl.softmax_attn``: o_t = sum_{j<=t} softmax_j(scale q_t . k_j) v_j, [B, T, H, V]."""
     del chunk_size

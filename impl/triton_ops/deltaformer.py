@@ -17,6 +17,7 @@ import triton.language as tl
 from impl import _write_kernels
 from impl.triton_ops import deltaformer_kernels as kern
 from impl.triton_ops._runtime import (
+    CHUNK_SIZE,
     HEAD_DIMS,
     LOW_PRECISION,
     AotVariant,
@@ -353,8 +354,10 @@ def _needs_grad(*inputs: torch.Tensor) -> bool:
 
 
 def deltaformer_u(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, kernel: str,
-                  scale: float, chunk_size: int, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
-    """DF.1 via DF.4: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j, chunk by chunk. -> u [B, T, H, V]."""
+                  scale: float, chunk_size: int | None, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+    """DF.1 via DF.4: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j, chunk by chunk. -> u [B, T, H, V].
+    ``chunk_size`` None: CHUNK_SIZE."""
+    chunk_size = CHUNK_SIZE if chunk_size is None else chunk_size
     inputs = (w, k, v, beta)
     if _needs_grad(*inputs):
         out: torch.Tensor = _DeltaFormerU.apply(  # type: ignore[no-untyped-call]
@@ -366,10 +369,11 @@ def deltaformer_u(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch
 
 
 def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, write: str,
-                     kernel: str, write_scale: float, read_scale: float, chunk_size: int,
+                     kernel: str, write_scale: float, read_scale: float, chunk_size: int | None,
                      cu_seqlens: torch.Tensor | None) -> torch.Tensor:
     """DF.9: o = causal_softmax(read_scale q k^T) U, U from DF.1 with w = k (write="k") or w = q (write="q") and
-    ``write_scale`` in kappa_1."""
+    ``write_scale`` in kappa_1. ``chunk_size`` None: CHUNK_SIZE."""
+    chunk_size = CHUNK_SIZE if chunk_size is None else chunk_size
     inputs = (q, k, v, beta)
     if _needs_grad(*inputs):
         out: torch.Tensor = _DeltaFormerAttn.apply(  # type: ignore[no-untyped-call]
