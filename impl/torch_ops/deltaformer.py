@@ -32,9 +32,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
+from impl._write_kernels import get as get_write_kernel
 from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd, varlen_map
 
-__all__ = ["deltaformer_attn", "deltaformer_u"]
+__all__ = ["deltaformer_attn", "deltaformer_decode_step", "deltaformer_u"]
 
 CPU_CHUNK_SIZE = 384
 """The chunk used on CPU when ``chunk_size`` is None (measured: see ``default_chunk_size``)."""
@@ -425,3 +426,30 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: st
         return from_bhtd(o, v.dtype)
 
     return varlen_map(run, cu_seqlens, q, k, v, beta)
+
+
+def deltaformer_decode_step(cache_k: Tensor, cache_u: Tensor, q_t: Tensor, k_t: Tensor, v_t: Tensor, beta_t: Tensor,
+                            *, write: str, kernel: str, write_scale: float,
+                            read_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Torch backend of ``impl.deltaformer_decode_step`` (DF.10): (o_t [B, H, V], cache_k, cache_u grown by one).
+
+    cache_k [B, t, H, K], cache_u [B, t, H, V] (t may be 0), q_t, k_t [B, H, K], v_t [B, H, V], beta_t [B, H].
+    u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j is one attention of w_t over the cache, then
+    o_t = sum_{j<=t} softmax_j(read_scale q_t . k_j) u_j. Computed in the compute dtype; the cache keeps the input
+    dtype.
+    """
+    dtype = compute_dtype(q_t.dtype)
+    q32, k32, v32 = q_t.to(dtype), k_t.to(dtype), v_t.to(dtype)
+    keys_prev, u_prev = cache_k.to(dtype), cache_u.to(dtype)
+    w32 = q32 if write == "q" else k32
+    u32 = v32
+    if cache_k.shape[1] > 0:
+        scores = torch.einsum("bhk,bthk->bht", w32, keys_prev) * write_scale
+        weights = get_write_kernel(kernel).weights(scores, None)
+        u32 = v32 - beta_t.to(dtype)[..., None] * torch.einsum("bht,bthv->bhv", weights, u_prev)
+    keys = torch.cat([keys_prev, k32[:, None]], dim=1)
+    values = torch.cat([u_prev, u32[:, None]], dim=1)
+    attn = torch.softmax(torch.einsum("bhk,bthk->bht", q32, keys) * read_scale, dim=-1)
+    o = torch.einsum("bht,bthv->bhv", attn, values)
+    return (o.to(q_t.dtype), torch.cat([cache_k, k_t[:, None]], dim=1),
+            torch.cat([cache_u, u32.to(q_t.dtype)[:, None]], dim=1))
