@@ -114,3 +114,33 @@ def test_triton_round_kernel_rounds_ties_to_even() -> None:
     ref = spec.deltaformer_u(w[0, :, 0].numpy(), k[0, :, 0].numpy(), v[0, :, 0].numpy(), beta[0, :, 0].numpy(),
                              kernel="round", scale=5.0)
     assert np.array_equal(u[0, :, 0].numpy(), ref), (u[0, :, 0], ref)
+
+
+def test_triton_fp16_residual_is_kept_in_fp32() -> None:
+    """fp16 inputs (fp16 tl.dot works in the interpreter): the residual v - beta acc must be formed in fp32, not
+    after rounding acc to fp16 (a bug the established kernels shipped; fp32 and fp64 runs cannot see it, the cast
+    being a no-op there).
+
+    Error model: exact. The exp kernel with w = 0 makes every write weight exp(0) = 1 in any precision; beta = 0
+    on the first chunk makes its u equal to v, exactly representable in fp16. So the fp16 and fp32 runs do the same
+    fp32 arithmetic (products of fp16 numbers are exact in fp32, the accumulations are the same code in the same
+    order) and differ only by the final rounding of u to fp16: the fp16 output must be exactly the fp16 rounding of
+    the fp32 output. The second chunk's prefix sums acc_t = sum_{j<C} v_j are not fp16 numbers (checked), so
+    rounding acc_t changes u (the mutant "acc rounded to fp16 before the subtraction" fails 57 of 512 entries).
+    """
+    g = torch.Generator().manual_seed(0)
+    T, K, V, C = 32, 16, 16, 16
+    w = torch.zeros(1, T, 1, K)
+    k = torch.randn(1, T, 1, K, generator=g)
+    v = torch.randn(1, T, 1, V, generator=g)
+    v[:, :C] *= 50.0  # large prefix sums: rounding one of them to fp16 moves u by many fp16 units
+    v = v.half().float()
+    beta = torch.full((1, T, 1), 0.5)
+    beta[:, :C] = 0.0
+    acc = v[:, :C].double().sum(1)
+    assert bool((acc.half().double() != acc).any()), "prefix sums are fp16 numbers: the test could not fail"
+    u32 = impl.deltaformer_u(w, k, v, beta, kernel="exp", scale=1.0, chunk_size=C, backend="triton")
+    u16 = impl.deltaformer_u(w.half(), k.half(), v.half(), beta.half(), kernel="exp", scale=1.0, chunk_size=C,
+                             backend="triton")
+    mismatches = int((u16 != u32.half()).sum())
+    assert mismatches == 0, f"{mismatches} of {u16.numel()} fp16 outputs differ from the fp16 rounding of fp32"
