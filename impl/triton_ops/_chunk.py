@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from impl.triton_ops import chunk_kernels as kern
 from impl.triton_ops._runtime import (
@@ -209,6 +210,7 @@ class _ChunkFunction(torch.autograd.Function):
         return o, ht
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, do: torch.Tensor, dht: torch.Tensor | None) -> tuple[Any, ...]:
         q, k, v, beta, h, w, vn = ctx.saved_tensors
         saved = {"h": h, "w": w, "vn": vn, "blk": ctx.blk}

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from impl import _write_kernels
 from impl.triton_ops import deltaformer_kernels as kern
@@ -306,6 +307,7 @@ class _DeltaFormerU(torch.autograd.Function):
         return u
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_u: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         w, k, beta, u, r, lse, cu_seqlens = ctx.saved_tensors
         kernel, scale, chunk_size = ctx.options
@@ -332,6 +334,7 @@ class _DeltaFormerAttn(torch.autograd.Function):
         return o
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_o: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, k, beta, u, r, lse_w, o, lse_o, cu_seqlens = ctx.saved_tensors
         write, kernel, write_scale, read_scale, chunk_size = ctx.options
