@@ -22,7 +22,13 @@ import impl.torch_ops._common as torch_common
 import impl.torch_ops.deltaformer as torch_deltaformer
 from proofs_checks.differential import Problem, check_case, problems
 from proofs_checks.differential.bridge import run_spec
-from tests._impl_support import assert_matches_spec, examples, poisoned_empty
+from tests._impl_support import (
+    assert_matches_spec,
+    assert_overflow_contained,
+    examples,
+    overflow_at_row_11,
+    poisoned_empty,
+)
 
 EDGE_CASES = [
     # T = 1; T < chunk; chunk not dividing T (FLA's straddling-tile and backward-start bugs); one-token chunks
@@ -270,3 +276,8 @@ def test_chunk_size_none_is_the_backend_choice_and_a_given_one_is_honoured(given
     impl.deltaformer_u(q, k, v) if given is None else impl.deltaformer_u(q, k, v, chunk_size=given)
     want = torch_deltaformer.CPU_CHUNK_SIZE if given is None else given
     assert seen and all(c == want for c in seen), seen
+
+
+def test_an_overflow_at_a_late_row_leaves_earlier_rows_exact() -> None:
+    """Before: the read-out's 0 * inf for masked later keys made all 12 rows NaN."""
+    assert_overflow_contained(*overflow_at_row_11("torch"))

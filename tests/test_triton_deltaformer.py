@@ -30,7 +30,7 @@ import impl
 from impl.triton_ops._runtime import interpreting
 from proofs_checks.differential import Problem, check_case
 from spec import deltaformer as spec
-from tests._impl_support import poisoned_empty
+from tests._impl_support import assert_overflow_contained, overflow_at_row_11, poisoned_empty
 
 pytestmark = pytest.mark.skipif(not interpreting() and not torch.cuda.is_available(),
                                 reason="needs TRITON_INTERPRET=1 or a CUDA device")
@@ -144,3 +144,27 @@ def test_triton_fp16_residual_is_kept_in_fp32() -> None:
                              backend="triton")
     mismatches = int((u16 != u32.half()).sum())
     assert mismatches == 0, f"{mismatches} of {u16.numel()} fp16 outputs differ from the fp16 rounding of fp32"
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter's NumPy, on purpose
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_triton_overflow_at_a_late_row_leaves_earlier_rows_exact() -> None:
+    """As the torch test of the same name: before, the read-out's 0 * inf for masked later keys made every row NaN."""
+    assert_overflow_contained(*overflow_at_row_11("triton"))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_triton_overflow_in_one_packed_sequence_leaves_the_next_exact() -> None:
+    """The running sum of the non-finite values restarts at each packed sequence (cu_seqlens)."""
+    gen = torch.Generator().manual_seed(13)
+    q, k, v = (torch.randn(1, 17, 1, 4, generator=gen) for _ in range(3))
+    k = k / k.norm(dim=-1, keepdim=True)
+    beta = torch.rand(1, 17, 1, generator=gen)
+    v[0, 10], v[0, 11] = 3.3e38, -3.4e38  # u_11 = -3.4e38 - beta_11 (a positive mix including u_10): -inf
+    packed = impl.deltaformer_attn(q, k, v, beta, chunk_size=4, cu_seqlens=torch.tensor([0, 12, 17]),
+                                   backend="triton")
+    alone = impl.deltaformer_attn(*(x[:, 12:].contiguous() for x in (q, k, v, beta)), chunk_size=4,
+                                  backend="triton")
+    assert not bool(torch.isfinite(packed[:, 11]).all()), "no overflow in the first sequence"
+    assert torch.equal(packed[:, 12:], alone)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
+from impl._nonfinite import split_nonfinite
 from impl._write_kernels import get as get_write_kernel
 from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd, varlen_map
 
@@ -422,8 +423,9 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: st
         qb, kb = to_bhtd(q_, dtype), to_bhtd(k_, dtype)
         u = _u_bhtd(qb if write == "q" else kb, kb, to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
                     write_scale, chunk)
-        o = functional.scaled_dot_product_attention(qb, kb, u, is_causal=True, scale=read_scale)
-        return from_bhtd(o, v.dtype)
+        values, correction = split_nonfinite(u, dim=2)
+        o = functional.scaled_dot_product_attention(qb, kb, values, is_causal=True, scale=read_scale)
+        return from_bhtd(o if correction is None else o + correction, v.dtype)
 
     return varlen_map(run, cu_seqlens, q, k, v, beta)
 

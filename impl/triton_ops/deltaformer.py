@@ -16,6 +16,7 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from impl import _write_kernels
+from impl._nonfinite import split_nonfinite
 from impl.triton_ops import deltaformer_kernels as kern
 from impl.triton_ops._runtime import (
     CHUNK_SIZE,
@@ -186,6 +187,16 @@ def read_fwd(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, *, scale: float,
     return o, lse
 
 
+def read_u(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, *, scale: float,
+           cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``read_fwd`` over DeltaFormer's written values u, which may have overflowed at a late row: the rows before
+    the first non-finite u_j stay exact and later rows non-finite (``impl._nonfinite``); the lse is that of the
+    finite part."""
+    values, correction = split_nonfinite(u, dim=1, cu_seqlens=cu_seqlens)
+    o, lse = read_fwd(q, k, values, scale=scale, cu_seqlens=cu_seqlens)
+    return (o, lse) if correction is None else (o + correction, lse)
+
+
 def _full_v(V: int) -> int:
     """The backward's value block: all of V in one padded block (dP_tj = dO_t . u_j needs every column)."""
     return max(16, next_power_of_2(V))
@@ -328,7 +339,7 @@ class _DeltaFormerAttn(torch.autograd.Function):
         w = k if write == "k" else q
         u, lse_w, r = u_fwd(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size,
                             cu_seqlens=cu_seqlens, store_r=True)
-        o, lse_o = read_fwd(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
+        o, lse_o = read_u(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
         ctx.save_for_backward(q, k, beta, u, r, lse_w, o, lse_o, cu_seqlens)
         ctx.options = (write, kernel, write_scale, read_scale, chunk_size)
         return o
@@ -385,7 +396,7 @@ def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
     q, k, v, beta = (x.detach().contiguous() for x in inputs)
     w = k if write == "k" else q
     u, _, _ = u_fwd(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
-    o, _ = read_fwd(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
+    o, _ = read_u(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
     return o
 
 
