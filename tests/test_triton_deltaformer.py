@@ -168,3 +168,20 @@ def test_triton_overflow_in_one_packed_sequence_leaves_the_next_exact() -> None:
                                   backend="triton")
     assert not bool(torch.isfinite(packed[:, 11]).all()), "no overflow in the first sequence"
     assert torch.equal(packed[:, 12:], alone)
+
+
+@pytest.mark.parametrize("op", ["deltaformer_attn", "softmax_attn"])
+@pytest.mark.parametrize("scale", [-0.5, 0.0])
+def test_triton_non_positive_scale_matches_spec(op: str, scale: float) -> None:
+    """scale <= 0 (a negative or zero temperature): the Triton kernels mask by position, not by score, so they
+    were right where the torch backend's fused CPU read-out was not; kept right."""
+    assert_triton_matches_spec(Problem(op, B=1, T=23, H=1, K=16, V=16, chunk_size=8, scale=scale, seed=5))
+
+
+def test_triton_softmax_write_weights_stay_normalised_at_huge_logits() -> None:
+    """As the torch test of the same name: all write scores -1e39, uniform weights, u = [1, 1, 2, 8/3, 10/3]."""
+    k = torch.ones(1, 5, 1, 1, dtype=torch.float64)
+    v = torch.arange(1.0, 6.0, dtype=torch.float64).reshape(1, 5, 1, 1)
+    u = impl.deltaformer_u(-k, k, v, scale=1e39, chunk_size=2, backend="triton")
+    want = torch.tensor([1.0, 1.0, 2.0, 8.0 / 3.0, 10.0 / 3.0], dtype=torch.float64)
+    torch.testing.assert_close(u[0, :, 0, 0], want, rtol=8 * 2.0**-53, atol=0)
