@@ -26,7 +26,7 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *
 
     Raises:
         TypeError: non-tensor input, non-floating dtype, dtype mismatch, non-int chunk_size or cu_seqlens.
-        ValueError: wrong shape, device mismatch, non-contiguous, NaN/Inf, T = 0, bad cu_seqlens, unknown kernel
+        ValueError: wrong shape, device mismatch, NaN/Inf, T = 0, bad cu_seqlens, unknown kernel
             or backend.
         RuntimeError: the requested backend cannot run.
     """

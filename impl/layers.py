@@ -89,7 +89,7 @@ class DeltaFormerAttention(nn.Module):
         if not isinstance(x, Tensor) or x.ndim != 3:
             raise ValueError(f"x must be a 3-D tensor [B, T, hidden], got {getattr(x, 'shape', type(x).__name__)}")
         q, k, v, beta = self._heads(x)
-        o = deltaformer_attn(q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), write=self.write,
+        o = deltaformer_attn(q, k, v, beta, write=self.write,
                              kernel=self.kernel, scale=self.scale, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
                              backend=self.backend)
         out: Tensor = self.o_proj(o.reshape(*x.shape[:-1], -1))
