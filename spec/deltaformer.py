@@ -16,7 +16,9 @@ the write-score matrix P, so each one checks the others; do not merge them):
 - ``deltaformer_u_inverse_by_squaring``  (I + A)^{-1} = (I - A)(I + A^2)(I + A^4)...               (DF.6)
 
 Every function runs in float64 or, given mpmath object arrays (``spec.precision.to_mp``), at the working mpmath
-precision, through the same code.
+precision, or, given interval arrays (``spec.precision.to_interval``), as the certified oracle returning an
+enclosure of the exact result, through the same code (the round kernel raises ``IntervalAmbiguityError`` when an
+interval contains a half-integer).
 
     >>> import numpy as np
     >>> k = np.eye(3); v = np.arange(6.0).reshape(3, 2)
@@ -31,7 +33,6 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import mpmath
 import numpy as np
 
 from spec import _validate, kernels, precision
@@ -63,11 +64,13 @@ def default_scale(kernel: str, d: int, like: Array) -> Any:
     """The scale used when ``scale=None``: 1/sqrt(d) for softmax/exp, 1 for linear/round.
 
     In the number type of ``like``, so an mpmath run uses 1/sqrt(d) to the working precision, not its float64
-    rounding.
+    rounding, and an interval run an enclosure of 1/sqrt(d).
     """
+    one = precision.scalar(1, like)
     if kernel in ("linear", "round"):
-        return mpmath.mpf(1) if precision.is_mp(like) else 1.0
-    return 1 / mpmath.sqrt(d) if precision.is_mp(like) else 1 / math.sqrt(d)
+        return one
+    root: Any = precision.sqrt(np.array([precision.scalar(d, like)]))[0]
+    return one / root
 
 
 def causal_softmax(scores: Array, *, strict: bool) -> Array:
@@ -83,7 +86,7 @@ def causal_softmax(scores: Array, *, strict: bool) -> Array:
         if stop == 0:
             continue
         row = scores[t, :stop]
-        weights = precision.exp(row - np.max(row))
+        weights = precision.exp(row - precision.softmax_shift(row))
         P[t, :stop] = weights / weights.sum()
     return P
 
@@ -114,7 +117,7 @@ def write_similarity_row(w_t: Array, K_prev: Array, *, kernel: str, scale: Any) 
     """
     s: Array = (K_prev @ w_t) * scale
     if kernel == "softmax":
-        e = precision.exp(s - np.max(s))
+        e = precision.exp(s - precision.softmax_shift(s))
         total: Array = e.sum()
         return e / total
     if kernel == "exp":
@@ -223,9 +226,7 @@ def _inputs(w: Any, k: Any, v: Any, beta: Any, kernel: Any, scale: Any, names: t
     if scale is None:
         scale = default_scale(kernel, d_k, v)
     else:
-        scale = _validate.scalar(f"scale (of {caller})", scale)
-        if precision.is_mp(v):
-            scale = mpmath.mpf(scale)
+        scale = precision.scalar(_validate.scalar(f"scale (of {caller})", scale), v)
     return w, k, v, b, q, kernel, scale
 
 
@@ -303,7 +304,8 @@ def deltaformer_decode_step(cache_k: Any, cache_u: Any, q_t: Any, k_t: Any, v_t:
     beta = _validate.vector("beta_t", np.array([beta_t]) if np.ndim(beta_t) == 0 else beta_t, length=1,
                             length_of="one token")
     cache_k, cache_u, q_t, k_t, v_t, beta = _validate.unify(cache_k, cache_u, q_t, k_t, v_t, beta)
-    write_scale = default_scale(kernel, d_k, v_t) if scale is None else _validate.scalar("scale", scale)
+    write_scale = (default_scale(kernel, d_k, v_t) if scale is None
+                   else precision.scalar(_validate.scalar("scale", scale), v_t))
     read_scale = default_scale("softmax", d_k, v_t) if scale is None else write_scale
     w_t = q_t if write == "q" else k_t
     keys = np.concatenate([cache_k, k_t[None]], axis=0)
@@ -311,6 +313,6 @@ def deltaformer_decode_step(cache_k: Any, cache_u: Any, q_t: Any, k_t: Any, v_t:
     if cache_k.shape[0] > 0:
         u_all[-1] = v_t - beta[0] * (write_similarity_row(w_t, cache_k, kernel=kernel, scale=write_scale) @ cache_u)
     scores = (keys @ q_t) * read_scale
-    e = precision.exp(scores - np.max(scores))
+    e = precision.exp(scores - precision.softmax_shift(scores))
     o_t = (e / e.sum()) @ u_all
     return o_t, keys, u_all
