@@ -293,15 +293,20 @@ def solve(A: Array, B: Array) -> Array:
 
 
 def _interval_solve(A: Array, B: Array) -> Array:
-    """Enclosure of A^-1 B: elimination with row swaps chosen by midpoint magnitude, then back substitution.
+    """Enclosure of A^-1 B: Gaussian elimination on [A | B], then back substitution, all in interval arithmetic.
 
-    Any pivot order is exact in exact arithmetic, so choosing it from midpoints needs no interval comparison; each
-    interval operation encloses its exact result, so X encloses the exact solution for every A, B in the intervals.
+    Each interval operation encloses its exact result, so X encloses the exact solution for every A, B in the
+    intervals. The pivot is the diagonal entry unless its interval contains 0; then the row with the largest
+    midpoint (any pivot order is exact, so choosing one needs no interval comparison). Row swaps that floating point
+    gets for free widen intervals (each elimination mixes the rows' rounding), and the spec's systems are unit lower
+    triangular, where this elimination is a forward substitution and needs none.
     """
     n = A.shape[0]
     M = np.concatenate([A, B], axis=1)
     for col in range(n):
-        pivot = max(range(col, n), key=lambda row: abs(M[row, col].mid))
+        pivot = col
+        if 0 in M[col, col]:
+            pivot = max(range(col, n), key=lambda row: abs(M[row, col].mid))
         if 0 in M[pivot, col]:
             raise IntervalAmbiguityError(f"solve: the pivot interval {M[pivot, col]} in column {col} contains 0 "
                                          f"(the matrix is singular or too wide to decide)")
