@@ -3,7 +3,8 @@
 One head, paper layout: w, k, q [T, d_k]; v, u, o [T, d_v]; beta [T]. Two stages:
 
 1. write (DF.1): u_t = v_t - beta_t * sum_{j<t} kappa_1(w_t, k_j) u_j, with kappa_1 one of
-   ``softmax`` (exp normalised over j < t, as the public code), ``exp``, ``linear``, ``round``;
+   ``softmax`` (exp normalised over j < t: the public implementation's kernel [code], the default here as in
+   flash-linear-attention), or the paper's three: ``exp``, ``linear``, ``round`` [paper];
 2. read (DF.8): o_t = sum_{j<=t} softmax_{j<=t}(scale * q_t^T k_j) u_j, causal softmax attention over (q, k, u).
 
 The write stage has five equivalent forms, deliberately independent of each other (they share no code beyond
@@ -63,6 +64,10 @@ KERNELS: tuple[WriteKernel, ...] = ("softmax", "exp", "linear", "round")
 def default_scale(kernel: str, d: int, like: Array) -> Any:
     """The scale used when ``scale=None``: 1/sqrt(d) for softmax/exp, 1 for linear/round.
 
+    Provenance: 1/sqrt(d) for softmax is the public implementation's [code]; for exp it is our choice [derived]
+    (the same scale as softmax, whose normaliser it drops; the paper gives none); 1 for linear and round is ours
+    [derived] (the paper writes them unscaled).
+
     In the number type of ``like``, so an mpmath run uses 1/sqrt(d) to the working precision, not its float64
     rounding, and an interval run an enclosure of 1/sqrt(d).
     """
@@ -95,7 +100,8 @@ def write_scores(w: Array, k: Array, *, kernel: str, scale: Any) -> Array:
     """DF.2 [derived]: P [T, T], P[t, j] = kappa_1(w_t, k_j) for j < t and 0 for j >= t (strictly lower).
 
     ``softmax``: exp(scale w_t^T k_j) normalised over j < t [code]; ``exp``: exp(scale w_t^T k_j);
-    ``linear``: scale w_t^T k_j; ``round``: round(scale w_t^T k_j) [reconstructed]. Built from the Gram
+    ``linear``: scale w_t^T k_j; ``round``: round(scale w_t^T k_j) [reconstructed]. exp, linear and round are the
+    paper's three write kernels [paper]; the default scales are ``default_scale``'s. Built from the Gram
     functions of ``spec.kernels``; the recurrence DF.1 recomputes kappa_1 on its own.
     """
     if kernel == "softmax":
@@ -201,7 +207,10 @@ def deltaformer_u_inverse_by_squaring(P: Array, v: Array, beta: Array) -> Array:
 
 
 def causal_softmax_readout(q: Array, k: Array, u: Array, scale: Any) -> Array:
-    """DF.8 [paper]: o_t = sum_{j<=t} softmax_{j<=t}(scale q_t^T k_j) u_j (kappa_2, diagonal included).
+    """DF.8 [paper][code]: o_t = sum_{j<=t} softmax_{j<=t}(scale q_t^T k_j) u_j (kappa_2, diagonal included).
+
+    [paper]: the read-out is kappa_2 = causal softmax attention over (q, k, u). [code]: the scale (1/sqrt(d_k) by
+    default) and the diagonal j = t included, as the public implementation reads.
 
     q, k [T, d_k], u [T, d_v] -> o [T, d_v].
     """
@@ -238,8 +247,11 @@ def deltaformer_u(w: Any, k: Any, v: Any, beta: Any = None, *, kernel: str = "so
         k: keys [T, d_k].
         v: values [T, d_v].
         beta: per-token strength [T], any real value (unconstrained, as the public code); None means ones.
-        kernel: kappa_1, one of "softmax" (normalised over j < t), "exp", "linear", "round".
-        scale: multiplies w_t^T k_j inside kappa_1; None means 1/sqrt(d_k) for softmax/exp, 1 for linear/round.
+        kernel: kappa_1, one of "softmax" (normalised over j < t: the public implementation's kernel [code], the
+            default, as flash-linear-attention), or the paper's three [paper]: "exp", "linear", "round" (our
+            reading of round is [reconstructed]).
+        scale: multiplies w_t^T k_j inside kappa_1; None means 1/sqrt(d_k) for softmax [code] and exp (our choice
+            [derived]), 1 for linear/round (``default_scale``).
 
     Returns:
         u [T, d_v], float64 (or mpmath when any input is an mpmath object array). u_0 = v_0; T = 1 returns v.
