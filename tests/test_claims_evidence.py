@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from proofs_checks.claims.declaration import EVIDENCE_KINDS, Check, Outcome
 from proofs_checks.claims.registry import all_checks, unbacked_proved_checks
 from proofs_checks.proofs.record import Proof, ProofResult
@@ -37,3 +39,15 @@ def test_the_consistency_rule_rejects_a_finite_scope_or_another_claims_proof() -
 def test_at_least_eight_checks_are_proved_enclosed_or_exact() -> None:
     strong = [check.id for check in all_checks() if check.evidence != "measured"]
     assert len(strong) >= 8, strong
+
+
+def test_the_readme_evidence_table_matches_the_declarations() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("| check | evidence |"):]
+    declared: dict[str, str] = {}
+    for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        ids, evidence = (cell.strip() for cell in line.split("|")[1:3])
+        declared.update(dict.fromkeys((i.strip() for i in ids.split(",")), evidence))
+    assert declared == {check.id: check.evidence for check in all_checks()}
