@@ -234,7 +234,7 @@ when an interval contains a half-integer."""
 def relu(x: Array) -> Array:
     """Elementwise max(x, 0), keeping the dtype (0 is an exact zero of the same number type; intervals map
     [a, b] to [max(a, 0), max(b, 0)])."""
-    if is_interval(x):
+    if x.dtype == object and is_interval(x):
         return np.asarray(np.frompyfunc(_interval_relu, 1, 1)(x), dtype=object).reshape(x.shape)
     return np.where(x > 0, x, x * 0)
 
@@ -246,7 +246,7 @@ def softmax_shift(x: Array, axis: int | None = None, keepdims: bool = False) -> 
     For intervals the maximum may be undecidable, so the shift is the largest midpoint, a point interval: no
     comparison of intervals, and the result stays an enclosure.
     """
-    if not is_interval(x):
+    if x.dtype != object or not is_interval(x):
         return np.max(x, axis=axis, keepdims=keepdims)
     midpoints = np.frompyfunc(lambda value: iv.mpf(_python_number(value)).mid, 1, 1)(x)
     return np.max(np.asarray(midpoints, dtype=object).reshape(x.shape), axis=axis, keepdims=keepdims)
