@@ -129,7 +129,7 @@ def _commutative_step(label: str, expr: Expr) -> Step:
     for _ in range(_POINTS):
         value, point = _evaluate_commutative(reduced, rng)
         where = ", ".join(f"{k}={v}" for k, v in point.items())
-        if value.is_number and value != 0 and abs(value) > sp.Float(10) ** (10 - _DIGITS):
+        if value.is_number and value.is_finite and value != 0 and abs(value) > sp.Float(10) ** (10 - _DIGITS):
             at = f" at {where}" if where else ""
             return Step(label, False, f"residual {_short(reduced)} = {sp.N(value, 6)}{at}")
     return Step(label, False, f"sympy could not reduce {_short(reduced)} to 0; it vanishes numerically at "
