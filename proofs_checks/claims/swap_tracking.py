@@ -215,7 +215,7 @@ CHECKS = (
                          "s = 1/(1 + mu)) tracks n = 2 d_k objects exactly: every box after every prefix of the swaps, "
                          "d_k = 64 (n = 128, T = 2n swaps) and d_k = 256 (n = 512, T = n; T = 2n with --thorough)",
           provenance="derived",
-          evidence="exact",
+          evidence="proved",
           spec_functions=("spec.swap_tracking.hadamard_codes", "spec.swap_tracking.swap_task",
                           "spec.swap_tracking.round_tracker_u", "spec.swap_tracking.round_tracker_read",
                           "spec.deltaformer.deltaformer_u"),
@@ -234,7 +234,7 @@ CHECKS = (
                           "(exhaustive over all key pairs, in exact rational arithmetic), so round() restores it "
                           "exactly",
           provenance="derived",
-          evidence="exact",
+          evidence="proved",
           spec_functions=("spec.swap_tracking.hadamard_codes", "spec.swap_tracking.code_coherence",
                           "spec.swap_tracking.round_scale", "spec.swap_tracking.round_margin"),
           run=_coherence_is_what_the_construction_needs),

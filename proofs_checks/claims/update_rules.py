@@ -322,7 +322,7 @@ CHECKS = (
                          "equals the u-form (outputs and S_T), linear and polynomial kernels, certified by interval "
                          "enclosures",
           provenance="derived",
-          evidence="enclosed",
+          evidence="proved",
           spec_functions=("spec.updates.kernel_deltanet_state_recurrent", "spec.updates.kernel_deltanet_step",
                           "spec.updates.kernel_deltanet_u_form"),
           run=_kernelised_deltanet),
@@ -330,7 +330,7 @@ CHECKS = (
                          "is S_t / t (its reads equal S_t phi(q) / t and z_t^T phi(q) / t) and gives the causal "
                          "softmax outputs, certified by interval enclosures",
           provenance="derived",
-          evidence="enclosed",
+          evidence="proved",
           spec_functions=("spec.updates.softmax_sgd_step", "spec.updates.softmax_sgd_read",
                           "spec.updates.softmax_sgd_weights", "spec.updates.softmax_attention_parallel"),
           run=_softmax_is_sgd),
@@ -359,7 +359,7 @@ CHECKS = (
                           "kernel memory, softmax): recurrent form = parallel form = chunked form (all chunk sizes), "
                           "certified by interval enclosures",
           provenance="derived",
-          evidence="enclosed",
+          evidence="proved",
           spec_functions=tuple(f"spec.updates.{name}" for name in upd.__all__
                                if name.endswith(("_recurrent", "_parallel", "_chunked"))
                                and not name.startswith(("kernel_deltanet", "softmax_sgd"))),
