@@ -53,15 +53,17 @@ def _flash_applies(w: Tensor, u: Tensor, kernel: str) -> bool:
     return USE_CPU_FLASH and w.device.type == "cpu" and kernel in ("softmax", "exp") and w.shape[-1] == u.shape[-1]
 
 
-def _flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+def _flash(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool = False) -> tuple[Tensor, Tensor]:
+    """(out, row lse) of softmax attention by the fused CPU op; ``causal``: key j <= row i (impl.distributed's
+    read-out uses it for its diagonal blocks)."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
     return out, lse
 
 
 def _flash_backward(d_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                    scale: float) -> tuple[Tensor, Tensor, Tensor]:
+                    scale: float, causal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        d_out, q, k, v, out, lse, 0.0, False, scale=scale)
+        d_out, q, k, v, out, lse, 0.0, causal, scale=scale)
     return dq, dk, dv
 
 
@@ -256,11 +258,34 @@ def _solve_unit_lower(A: Tensor, rhs: Tensor, *, transpose: bool) -> Tensor:
     return x_t.transpose(-1, -2)
 
 
+def _merge_prefix(P_in: Tensor, acc: Tensor | None, lse: Tensor | None, prefix_acc: Tensor,
+                  prefix_lse: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(P_in, acc, lse) of one chunk with an earlier segment's contribution to its rows merged in.
+
+    ``prefix_acc`` [.., c, V] is that segment's sum_j kappa_1(w_t, k_j) u_j for the linear, round and exp kernels
+    (added to acc); for softmax it is the segment's normalised output and ``prefix_lse`` [.., c] its row
+    log-sum-exp (finite: the segment has keys), merged by the online-softmax rule: lse' = logaddexp(lse, lse_pre),
+    P_in' = P_in exp(lse - lse'), acc' = acc exp(lse - lse') + prefix_acc exp(lse_pre - lse'). The scale factors are
+    at most 1, so nothing the merged normaliser needs can underflow that did not already. ``P_in`` is overwritten.
+    """
+    if prefix_lse is None:
+        return P_in, prefix_acc if acc is None else acc + prefix_acc, lse
+    assert lse is not None
+    merged = torch.logaddexp(lse, prefix_lse)
+    own = torch.exp(lse - merged)[..., None]
+    from_prefix = prefix_acc * torch.exp(prefix_lse - merged)[..., None]
+    return P_in.mul_(own), from_prefix if acc is None else torch.addcmul(from_prefix, acc, own), merged
+
+
 def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int,
-               for_backward: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
+               for_backward: bool = True,
+               prefix: tuple[Tensor, Tensor | None] | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """u, r = P u (the write-attention output) and the row lse (softmax) for [B, H, T, *] inputs.
 
-    r and lse are what the backward needs; without ``for_backward`` they are not computed (None).
+    r and lse are what the backward needs; without ``for_backward`` they are not computed (None). ``prefix``: the
+    contribution of keys *before* this sequence (``_merge_prefix``'s (prefix_acc, prefix_lse) for all T rows), as
+    impl.distributed passes for a later shard; r and lse then cover those keys too, which is all ``_u_backward``
+    needs to give this sequence's pairs their exact gradients.
     """
     T = w.shape[2]
     u = torch.empty_like(v)
@@ -270,6 +295,9 @@ def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale
         e = min(s + chunk_size, T)
         block = _ChunkedU(w, k, u, kernel, scale, s, e)
         P_in, acc, lse_c = block.forward(u)
+        if prefix is not None:
+            P_in, acc, lse_c = _merge_prefix(P_in, acc, lse_c, prefix[0][:, :, s:e],
+                                             None if prefix[1] is None else prefix[1][:, :, s:e])
         beta_c = beta[:, :, s:e, None]
         rhs = v[:, :, s:e] if acc is None else torch.addcmul(v[:, :, s:e], beta_c, acc, value=-1.0)
         u_c = _solve_unit_lower(beta_c * P_in if for_backward else P_in.mul_(beta_c), rhs, transpose=False)
