@@ -112,15 +112,15 @@ class RowStats:
         self.lse = torch.full_like(like[..., 0], -torch.inf) if self.normalised else None
 
     def add(self, rows: slice, out: Tensor, lse: Tensor | None) -> None:
-        """Merge one block's statistics for ``rows``: log-sum-exp merge, or a sum."""
+        """Merge one block's statistics for ``rows`` (log-sum-exp merge, or a sum), in place; ``out`` is consumed."""
         if self.lse is None:
             self.out[:, :, rows] += out
             return
         assert lse is not None
         old_lse = self.lse[:, :, rows]
         merged = torch.logaddexp(old_lse, lse)
-        self.out[:, :, rows] = (self.out[:, :, rows] * torch.exp(old_lse - merged)[..., None]
-                                + out * torch.exp(lse - merged)[..., None])
+        self.out[:, :, rows].mul_(torch.exp(old_lse - merged)[..., None]).add_(
+            out.mul_(torch.exp(lse - merged)[..., None]))
         self.lse[:, :, rows] = merged
 
 

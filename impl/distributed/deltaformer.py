@@ -30,7 +30,7 @@ from torch import Tensor
 from impl import _validate
 from impl.deltaformer import KERNELS, WRITES
 from impl.distributed import contract, prefix_fold, ring_readout, schedule
-from impl.distributed.links import open_links, pack
+from impl.distributed.links import open_links, send_keys
 from impl.distributed.schedule import Plan, backward_messages, forward_messages
 from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd
 from impl.torch_ops.deltaformer import _u_backward, _u_forward, write_scale_default
@@ -87,10 +87,9 @@ def _forward(setup: _Setup, q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
     ring_readout.send_readout_rows(links, plan, r, q)
     prefix, kept = prefix_fold.fold_earlier(links, plan, r, w, v, kernel=setup.kernel, scale=setup.write_scale)
     u, r_w, lse_w = _local_u(setup, w, k, v, beta, prefix, for_backward)
-    key = pack(k, u)
     for later in range(r + 1, plan.world):
         if plan.key_data_needed(later, r, ("fold", "readout")):
-            links[later].send("key", key)
+            send_keys(links[later], k, u)
     prefix_fold.help_later_folds(links, plan, r, k, u, kernel=setup.kernel, scale=setup.write_scale)
     ring_readout.readout_for_later(links, plan, r, k, u, scale=setup.read_scale)
     o, lse_o = ring_readout.readout_own_rows(links, plan, r, q, k, u, kept, scale=setup.read_scale)
@@ -108,10 +107,9 @@ def _backward(setup: _Setup, d_o: Tensor, q: Tensor, k: Tensor, beta: Tensor, u:
     links = open_links(comm, plan, partial(backward_messages, K=K, V=V), shape=(B, H), dtype=q.dtype,
                        tag_base=_BACKWARD_TAGS)
     ring_readout.send_readout_grad_rows(links, plan, r, q, d_o, o, lse_o)
-    key = pack(k, u)
     for later in range(r + 1, plan.world):
         if plan.key_data_needed(later, r, ("readout_grad", "cross_grad")):
-            links[later].send("key", key)
+            send_keys(links[later], k, u)
     dq, dk, g = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(u)
     ring_readout.readout_grad_for_later(links, plan, r, k, u, dk, g, scale=setup.read_scale)
     kept = ring_readout.readout_grad_own_rows(links, plan, r, q, k, u, d_o, o, lse_o, dq, dk, g,

@@ -13,6 +13,7 @@ never sends makes its peers fail with an error instead of hanging.
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -22,7 +23,11 @@ from torch import Tensor
 from impl.distributed.contract import Comm
 from impl.distributed.schedule import Message, Plan
 
-__all__ = ["Link", "Links", "open_links", "pack", "unpack"]
+__all__ = ["TRACE", "Link", "Links", "open_links", "pack", "recv_keys", "send_keys", "unpack"]
+
+TRACE: list[tuple[str, int, int, int, float]] | None = None
+"""When a list, every send and every receive appends (kind, src, dst, tag, this thread's CPU time when the program
+issued it): ``benchmarks.context_parallel`` replays these to get the critical path in CPU time."""
 
 
 class Link:
@@ -68,6 +73,8 @@ class Link:
         if tuple(tensor.shape) != want:
             raise RuntimeError(f"message {name!r} from rank {self.me} has shape {tuple(tensor.shape)}, the plan says "
                                f"{want}")
+        if TRACE is not None:
+            TRACE.append(("send", self.me, self.peer, self.tag_base + index, time.thread_time()))
         payload = tensor.to(self.dtype).contiguous()
         work = dist.isend(payload, group=self.group, tag=self.tag_base + index, group_dst=self.peer)
         assert work is not None
@@ -81,6 +88,8 @@ class Link:
             if index < self.issued:
                 raise RuntimeError(f"rank {self.me} receives {name!r} from rank {self.peer} twice")
             self._post_receives_before(index + 1)
+        if TRACE is not None:
+            TRACE.append(("recv", self.peer, self.me, self.tag_base + self._index(name), time.thread_time()))
         work, buffer = self.posted.pop(name)
         _wait(work, self.timeout, f"receiving {name!r} from rank {self.peer}", self.me)
         return buffer
@@ -119,6 +128,16 @@ class Links:
     def finish(self) -> None:
         for peer in sorted(self.links):
             self.links[peer].finish()
+
+
+def send_keys(link: Link, k: Tensor, u: Tensor) -> None:
+    """A shard's key data, (k, u), as the two messages "keys" and "values" (no packed copy)."""
+    link.send("keys", k)
+    link.send("values", u)
+
+
+def recv_keys(link: Link) -> tuple[Tensor, Tensor]:
+    return link.recv("keys"), link.recv("values")
 
 
 def pack(*tensors: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from impl.distributed.blocks import RowStats, as_prefix, block_backward, block_forward
-from impl.distributed.links import Links, pack, unpack
+from impl.distributed.links import Links, pack, recv_keys, unpack
 from impl.distributed.schedule import Plan
 
 __all__ = ["cross_grads_as_row_owner", "fold_earlier", "help_later_folds", "receive_cross_grads", "send_fold_rows"]
@@ -39,12 +39,11 @@ def fold_earlier(links: Links, plan: Plan, r: int, w: Tensor, like: Tensor, *, k
     that rank r's read-out share still needs. ``like``: [B, H, L_r, V]."""
     if r == 0:
         return None, {}
-    K = w.shape[-1]
     stats = RowStats(like, kernel)
     kept = {}
     for j in range(r):
         if plan.key_data_needed(r, j, _FORWARD_KINDS):
-            k_j, u_j = unpack(links[j].recv("key"), [K, like.shape[-1]])
+            k_j, u_j = recv_keys(links[j])
             h = plan.owner_rows("fold", r, j)
             if h > 0:
                 stats.add(slice(0, h), *block_forward(w[:, :, :h], k_j, u_j, kernel=kernel, scale=scale,
@@ -100,12 +99,11 @@ def cross_grads_as_row_owner(links: Links, plan: Plan, r: int, w: Tensor, d_out:
         if plan.helped("cross_grad", r, j):
             h = plan.owner_rows("cross_grad", r, j)
             links[j].send("cross_rows", pack(w, d_out, r_w, lse)[:, :, h:])
-    K, V = w.shape[-1], r_w.shape[-1]
     for j in reversed(range(r)):
         h = plan.owner_rows("cross_grad", r, j)
         if h == 0:
             continue
-        k_j, u_j = kept.pop(j) if j in kept else unpack(links[j].recv("key"), [K, V])
+        k_j, u_j = kept.pop(j) if j in kept else recv_keys(links[j])
         dw_part, dk_j, dv_j = block_backward(d_out[:, :, :h], w[:, :, :h], k_j, u_j, r_w[:, :, :h], lse[:, :, :h],
                                              kernel=kernel, scale=scale, causal=False)
         dw[:, :, :h] += dw_part

@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from impl.distributed.blocks import RowStats, block_backward, block_forward
-from impl.distributed.links import Links, pack, unpack
+from impl.distributed.links import Links, pack, recv_keys, unpack
 from impl.distributed.schedule import Plan
 
 __all__ = ["readout_for_later", "readout_grad_for_later", "readout_grad_own_rows", "readout_own_rows",
@@ -98,12 +98,11 @@ def readout_grad_own_rows(links: Links, plan: Plan, r: int, q: Tensor, k: Tensor
     dk += dk_d
     du += du_d
     kept = {}
-    K, V = k.shape[-1], u.shape[-1]
     for j in range(r):
         h = plan.owner_rows("readout_grad", r, j)
         if h == 0:
             continue
-        k_j, u_j = unpack(links[j].recv("key"), [K, V])
+        k_j, u_j = recv_keys(links[j])
         dq_part, dk_j, du_j = block_backward(d_out[:, :, :h], q[:, :, :h], k_j, u_j, out[:, :, :h], lse[:, :, :h],
                                              kernel=_SOFTMAX, scale=scale, causal=False)
         dq[:, :, :h] += dq_part

@@ -32,15 +32,17 @@ KINDS: tuple[str, ...] = ("fold", "readout", "readout_grad", "cross_grad")
 class Splits:
     """For the adjacent pair (r, r - 1): the fraction of rank r's rows that rank r itself computes, per kind.
 
-    The rest of the rows go to rank r - 1 (the key owner). Chosen by the cost count of docs/context_parallel.md
-    for equal shards (a triangle is L^2 / 2 pairs): the forward's critical path is u_{r-1} -> fold of block
-    r - 1 into rank r -> u_r, so rank r - 1 takes a share of that fold as soon as its own u is final.
+    The rest of the rows go to rank r - 1 (the key owner). The forward's critical path is u_{r-1} -> fold of
+    block (r, r - 1) -> u_r, so rank r - 1 takes a share of that fold as soon as its own u is final; the
+    backward's is X_r -> write-pass backward of block (r, r - 1) -> X_{r-1}, split the same way. The fractions
+    balance the two ranks' compute at R = 2 with equal shards, from per-step CPU times measured with
+    ``benchmarks.context_parallel`` (docs/context_parallel.md, "Load balance").
     """
 
-    fold: float = 0.75
+    fold: float = 0.6
     readout: float = 0.0
     readout_grad: float = 0.0
-    cross_grad: float = 0.5
+    cross_grad: float = 0.6
 
     def fraction(self, kind: str) -> float:
         value: float = getattr(self, kind)
@@ -108,7 +110,7 @@ def forward_messages(plan: Plan, j: int, r: int, *, K: int, V: int) -> list[Mess
     if read_h < L:
         messages.append(Message("readout_rows", r, j, L - read_h, K))
     if fold_h > 0 or read_h > 0:
-        messages.append(Message("key", j, r, plan.lengths[j], K + V))
+        messages += [Message("keys", j, r, plan.lengths[j], K), Message("values", j, r, plan.lengths[j], V)]
     if fold_h < L:
         messages.append(Message("fold_result", j, r, L - fold_h, V + 1))
     if read_h < L:
@@ -129,7 +131,7 @@ def backward_messages(plan: Plan, j: int, r: int, *, K: int, V: int) -> list[Mes
     if read_h < L:
         messages.append(Message("readout_rows", r, j, L - read_h, K + 2 * V + 1))
     if read_h > 0 or cross_h > 0:
-        messages.append(Message("key", j, r, plan.lengths[j], K + V))
+        messages += [Message("keys", j, r, plan.lengths[j], K), Message("values", j, r, plan.lengths[j], V)]
     if read_h < L:
         messages.append(Message("readout_dq", j, r, L - read_h, K))
     if read_h > 0:
