@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from impl import _validate
-from impl.deltaformer import KERNELS, WRITES, deltaformer_attn, deltaformer_decode_step
+from impl import _validate, _write_kernels
+from impl.deltaformer import deltaformer_attn, deltaformer_decode_step
 
 __all__ = ["BETA_MODES", "DeltaFormerAttention", "DeltaFormerCache"]
 
@@ -39,7 +39,7 @@ class DeltaFormerAttention(nn.Module):
 
     def __init__(self, hidden_size: int, num_heads: int, head_dim: int | None = None, *, write: str = "k",
                  kernel: str = "softmax", beta_mode: str = "sigmoid2", scale: float | None = None,
-                 chunk_size: int = 64, backend: str = "auto", bias: bool = False, key_norm: bool = False,
+                 chunk_size: int | None = None, backend: str = "auto", bias: bool = False, key_norm: bool = False,
                  device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
@@ -51,8 +51,8 @@ class DeltaFormerAttention(nn.Module):
                 raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads}) when "
                                  f"head_dim is not given")
             head_dim = hidden_size // num_heads
-        self.write = _validate.check_choice("write", write, WRITES)
-        self.kernel = _validate.check_choice("kernel", kernel, KERNELS)
+        self.write = _validate.check_choice("write", write, _write_kernels.WRITES)
+        self.kernel = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
         self.beta_mode = _validate.check_choice("beta_mode", beta_mode, BETA_MODES)
         self.scale = _validate.check_scale(scale)
         self.chunk_size = _validate.check_chunk_size(chunk_size)
@@ -89,7 +89,7 @@ class DeltaFormerAttention(nn.Module):
         if not isinstance(x, Tensor) or x.ndim != 3:
             raise ValueError(f"x must be a 3-D tensor [B, T, hidden], got {getattr(x, 'shape', type(x).__name__)}")
         q, k, v, beta = self._heads(x)
-        o = deltaformer_attn(q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), write=self.write,
+        o = deltaformer_attn(q, k, v, beta, write=self.write,
                              kernel=self.kernel, scale=self.scale, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
                              backend=self.backend)
         out: Tensor = self.o_proj(o.reshape(*x.shape[:-1], -1))

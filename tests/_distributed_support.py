@@ -57,15 +57,19 @@ class Case:
     beta: bool = True
     initial_state: bool = False
     grad: bool = True
+    scale: float | None = None
+    """None: the kernel's default (the round kernel: a scale with an odd denominator, ``round_scale``)."""
     seed: int = 0
 
     @property
     def name(self) -> str:
         return (f"{self.op}[{self.kernel},{self.write},K{self.K}V{self.V},C{self.chunk_size},splits{self.splits},"
-                f"beta{int(self.beta)},state{int(self.initial_state)},grad{int(self.grad)}]")
+                f"beta{int(self.beta)},state{int(self.initial_state)},grad{int(self.grad)},scale{self.scale}]")
 
     def problem(self, T: int) -> Problem:
-        scale = round_scale(self.K, 1) if self.op == "deltaformer_attn" and self.kernel == "round" else None
+        scale = self.scale
+        if scale is None and self.op == "deltaformer_attn" and self.kernel == "round":
+            scale = round_scale(self.K, 1)
         return Problem(op=self.op, B=2, T=T, H=2, K=self.K, V=self.V, kernel=self.kernel, write=self.write,
                        scale=scale, with_state=self.initial_state, seed=1000 + self.seed)
 
@@ -87,6 +91,9 @@ def deltaformer_cases(world: int) -> list[Case]:
                   for kernel in KERNELS for write in WRITES]
     cases += [Case("deltaformer_attn", chunk_size=None, beta=False, seed=2),
               Case("deltaformer_attn", kernel="exp", write="q", grad=False, seed=3)]
+    if world >= 2:  # any real scale (the fused CPU op needs a positive one: impl's positive_scale)
+        cases += [Case("deltaformer_attn", scale=-0.7, seed=7), Case("deltaformer_attn", K=3, V=5, scale=-0.7, seed=9),
+                  Case("deltaformer_attn", kernel="exp", scale=0.0, seed=8)]
     if world in (2, 4):
         for splits in ((0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 1.0, 1.0), (0.5, 0.5, 0.5, 0.5)):
             cases += [Case("deltaformer_attn", kernel=kernel, write=write, splits=splits, seed=4)

@@ -19,14 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from impl.torch_ops.deltaformer import (
-    _block_probs,
-    _block_score_grad,
-    _flash,
-    _flash_applies,
-    _flash_backward,
-    _strict_mask,
-)
+from impl._write_kernels import get as get_write_kernel
+from impl.torch_ops._readout import positive_scale
+from impl.torch_ops.deltaformer import _flash, _flash_applies, _flash_backward, _strict_mask
 
 __all__ = ["ROW_BLOCK", "RowStats", "as_prefix", "block_backward", "block_forward", "normalised"]
 
@@ -39,51 +34,62 @@ def normalised(kernel: str) -> bool:
     return kernel in ("softmax", "exp")
 
 
-def _mask(rows: slice, cols: int, causal: bool, device: torch.device) -> Tensor:
-    """True where key j is excluded from row i of the block: j > i on a causal (diagonal) block, none otherwise."""
-    n = rows.stop - rows.start
-    if causal:
-        return _strict_mask(n, cols, rows.start + 1, device)
-    return torch.zeros(n, cols, dtype=torch.bool, device=device)
+def _mask(rows: slice, cols: int, causal: bool, device: torch.device) -> Tensor | None:
+    """True where key j is excluded from row i of the block: j > i on a causal (diagonal) block; None otherwise."""
+    return _strict_mask(rows.stop - rows.start, cols, rows.start + 1, device) if causal else None
 
 
 def _row_blocks(n: int) -> list[slice]:
     return [slice(a, min(a + ROW_BLOCK, n)) for a in range(0, n, ROW_BLOCK)]
 
 
+def _probs(scores: Tensor, mask: Tensor | None, lse: Tensor) -> Tensor:
+    """exp(scores - lse) per row, exactly 0 where masked."""
+    P = torch.exp(scores - lse[..., None])
+    return P if mask is None else P.masked_fill_(mask, 0.0)
+
+
 def block_forward(queries: Tensor, keys: Tensor, values: Tensor, *, kernel: str, scale: float,
                   causal: bool) -> tuple[Tensor, Tensor | None]:
     """(o, lse) for softmax/exp, (acc, None) for linear/round, of [B, H, n, *] rows over [B, H, m, *] keys.
 
-    ``causal``: a diagonal block (key j <= row i), used by the read-out only.
+    ``causal``: a diagonal block (key j <= row i), used by the read-out only. Any real ``scale``.
     """
-    family = "softmax" if normalised(kernel) else kernel
-    if _flash_applies(queries, values, family):
-        return _flash(queries, keys, values, scale, causal)
+    if normalised(kernel):
+        q, s = positive_scale(queries, scale)
+        if _flash_applies(q, values, "softmax"):
+            return _flash(q, keys, values, s, causal)
     outs, lses = [], []
     for rows in _row_blocks(queries.shape[2]):
         scores = torch.matmul(queries[:, :, rows], keys.transpose(-1, -2)).mul_(scale)
-        P, lse = _block_probs(scores, _mask(rows, keys.shape[2], causal, queries.device), family, None)
-        outs.append(torch.matmul(P, values))
-        lses.append(lse)
+        mask = _mask(rows, keys.shape[2], causal, queries.device)
+        if normalised(kernel):
+            lse = torch.logsumexp(scores if mask is None else scores.masked_fill(mask, -torch.inf), dim=-1)
+            outs.append(torch.matmul(_probs(scores, mask, lse), values))
+            lses.append(lse)
+        else:
+            outs.append(torch.matmul(get_write_kernel(kernel).weights(scores, mask), values))
     out = torch.cat(outs, dim=2)
-    if family != "softmax":
-        return out, None
-    return out, torch.cat([x for x in lses if x is not None], dim=2)
+    return (out, torch.cat(lses, dim=2)) if lses else (out, None)
 
 
 def block_backward(d_out: Tensor, queries: Tensor, keys: Tensor, values: Tensor, out: Tensor, lse: Tensor | None,
                    *, kernel: str, scale: float, causal: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """(dq, dk, dv) of one block given the rows' output gradient and their *whole-row* ``out`` and ``lse``.
+    """(dq, dk, dv) of one block given the rows' output gradient and their *whole-row* ``out`` and ``lse`` (used by
+    softmax only).
 
     softmax: P = exp(S - lse), dS = P (dP - dO . out). exp (unnormalised): the same with out = 0 and lse = 0.
     linear: dS = dP; round: dS = 0. dq = scale dS k, dk = scale dS^T q, dv = P^T dO.
     """
     if kernel == "exp":
         out, lse, kernel = torch.zeros_like(out), torch.zeros_like(out[..., 0]), "softmax"
-    if kernel == "softmax" and _flash_applies(queries, values, kernel):
+    if kernel == "softmax":
         assert lse is not None
-        return _flash_backward(d_out, queries, keys, values, out, lse, scale, causal)
+        q, s = positive_scale(queries, scale)
+        if _flash_applies(q, values, kernel):
+            dq, dk, dv = _flash_backward(d_out, q, keys, values, out, lse, s, causal)
+            return (dq if scale > 0 else -dq if scale < 0 else torch.zeros_like(dq)), dk, dv
+    kappa = get_write_kernel(kernel)
     dq = torch.zeros_like(queries)
     dk = torch.zeros_like(keys)
     dv = torch.zeros_like(values)
@@ -91,12 +97,17 @@ def block_backward(d_out: Tensor, queries: Tensor, keys: Tensor, values: Tensor,
         q_b, d_b = queries[:, :, rows], d_out[:, :, rows]
         mask = _mask(rows, keys.shape[2], causal, queries.device)
         scores = torch.matmul(q_b, keys.transpose(-1, -2)).mul_(scale)
-        P, _ = _block_probs(scores, mask, kernel, None if lse is None else lse[:, :, rows])
+        P = _probs(scores, mask, lse[:, :, rows]) if kernel == "softmax" and lse is not None else \
+            kappa.weights(scores, mask)
         dv += torch.matmul(P.transpose(-1, -2), d_b)
-        if kernel == "round":  # piecewise constant: no score gradient
+        if kernel == "softmax":
+            dP = torch.matmul(d_b, values.transpose(-1, -2))
+            dS = P.mul_(dP.sub_((d_b * out[:, :, rows]).sum(-1, keepdim=True)))
+        elif kappa.score_grad is not None:
+            dS = kappa.score_grad(P, torch.matmul(d_b, values.transpose(-1, -2)), mask)
+        else:  # round: piecewise constant, no score gradient
             continue
-        row_dot = (d_b * out[:, :, rows]).sum(-1) if kernel == "softmax" else None
-        dS = _block_score_grad(P, torch.matmul(d_b, values.transpose(-1, -2)), mask, kernel, row_dot).mul_(scale)
+        dS.mul_(scale)
         dq[:, :, rows] = torch.matmul(dS, keys)
         dk += torch.matmul(dS.transpose(-1, -2), q_b)
     return dq, dk, dv

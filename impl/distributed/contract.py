@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["Comm", "agree", "resolve"]
+__all__ = ["Comm", "agree", "check_device", "resolve"]
 
 _MESSAGE_BYTES = 480
 _ERRORS: tuple[type[Exception], ...] = (TypeError, ValueError, RuntimeError)
@@ -81,6 +81,15 @@ def resolve(group: dist.ProcessGroup | None, timeout: datetime.timedelta | float
         raise ValueError(f"timeout must be positive, got {limit.total_seconds()} s")
     device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
     return Comm(resolved, rank, dist.get_world_size(resolved), limit, device)
+
+
+def check_device(device: torch.device, comm: Comm) -> None:
+    """The inputs' device suits the group's backend: CPU tensors for gloo, CUDA tensors for NCCL."""
+    backend = str(dist.get_backend(comm.group))
+    if backend == "gloo" and device.type != "cpu":
+        raise ValueError(f"the gloo backend needs CPU tensors, got tensors on {device}")
+    if backend == "nccl" and device.type != "cuda":
+        raise ValueError(f"the nccl backend needs CUDA tensors, got tensors on {device}")
 
 
 def _encode(fields: Sequence[float], error: Exception | None) -> torch.Tensor:

@@ -16,9 +16,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 import impl
+from impl import _validate
 from impl.delta_rule import RecurrentOutput, check_recurrent
 from impl.distributed import contract, schedule
-from impl.distributed.deltaformer import DEFAULT_CHUNK_SIZE, _check_device
 from impl.distributed.schedule import Plan
 from impl.distributed.state_carry import CarrySetup, StateCarry
 from impl.torch_ops._common import compute_dtype
@@ -26,10 +26,9 @@ from impl.torch_ops._common import compute_dtype
 __all__ = ["delta_rule"]
 
 OP = "impl.distributed.delta_rule"
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _FIELDS = ("B", "T", "H", "K", "V", "dtype", "scale", "chunk_size", "gradient tracking")
 _SAME = ("B", "H", "K", "V", "dtype", "scale", "chunk_size", "gradient tracking")
-_LABELS = {"dtype": [str(d) for d in _DTYPES], "gradient tracking": ["off", "on"]}
+_LABELS = {"dtype": [str(d) for d in _validate.FLOAT_DTYPES], "gradient tracking": ["off", "on"]}
 
 
 def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, group: dist.ProcessGroup | None = None,
@@ -50,19 +49,18 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, group: dist.Pro
     checked: dict[str, Any] = {}
 
     def check() -> list[float]:
-        chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
         qt, kt, vt, bt, resolved, state, flag, chunk, _ = check_recurrent(
-            q, k, v, beta, scale, initial_state, output_final_state, chunk, None)
+            q, k, v, beta, scale, initial_state, output_final_state, chunk_size, None)
         if bt is None:
             raise TypeError("beta must be a torch.Tensor [B, T, H], got NoneType")
         if state is not None and comm.rank > 0:
             raise ValueError(f"initial_state is read on the first rank only; rank {comm.rank} got one (pass None on "
                              f"ranks > 0)")
-        _check_device(qt.device, comm)
+        contract.check_device(qt.device, comm)
         checked.update(q=qt, k=kt, v=vt, beta=bt, scale=resolved, state=state, flag=flag, chunk=chunk)
         B, T, H, K = qt.shape
-        return [B, T, H, K, vt.shape[-1], _DTYPES.index(qt.dtype), math.nan if scale is None else resolved, chunk,
-                float(tracked)]
+        return [B, T, H, K, vt.shape[-1], _validate.FLOAT_DTYPES.index(qt.dtype),
+                math.nan if scale is None else resolved, 0 if chunk is None else chunk, float(tracked)]
 
     fields = contract.agree(comm, OP, _FIELDS, check, _SAME, _LABELS)
     qt, kt, vt, bt = checked["q"], checked["k"], checked["v"], checked["beta"]

@@ -27,24 +27,20 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from impl import _validate
-from impl.deltaformer import KERNELS, WRITES
+from impl import _validate, _write_kernels
 from impl.distributed import contract, prefix_fold, ring_readout, schedule
 from impl.distributed.links import open_links, send_keys
 from impl.distributed.schedule import Plan, backward_messages, forward_messages
 from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd
-from impl.torch_ops.deltaformer import _u_backward, _u_forward, write_scale_default
+from impl.torch_ops.deltaformer import _flash_path, _u_backward, _u_forward, default_chunk_size
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "deltaformer_attn"]
+__all__ = ["deltaformer_attn"]
 
 OP = "impl.distributed.deltaformer_attn"
-DEFAULT_CHUNK_SIZE = 64
-"""``chunk_size=None``: impl's default chunk (the triangular-solve block inside each shard)."""
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _FIELDS = ("B", "T", "H", "K", "V", "dtype", "kernel", "write", "scale", "chunk_size", "gradient tracking")
 _SAME = ("B", "H", "K", "V", "dtype", "kernel", "write", "scale", "chunk_size", "gradient tracking")
-_LABELS = {"dtype": [str(d) for d in _DTYPES], "kernel": list(KERNELS), "write": list(WRITES),
-           "gradient tracking": ["off", "on"]}
+_LABELS = {"dtype": [str(d) for d in _validate.FLOAT_DTYPES], "kernel": list(_write_kernels.NAMES),
+           "write": list(_write_kernels.WRITES), "gradient tracking": ["off", "on"]}
 _FORWARD_TAGS, _BACKWARD_TAGS = 0, 64
 
 
@@ -57,6 +53,8 @@ class _Setup:
     write_scale: float
     read_scale: float
     chunk_size: int
+    flash: bool = False
+    """impl's chunk algorithm for this rank's shard (``_flash_path``), decided once for forward and backward."""
 
 
 def _local_u(setup: _Setup, w: Tensor, k: Tensor, v: Tensor, beta: Tensor,
@@ -64,7 +62,7 @@ def _local_u(setup: _Setup, w: Tensor, k: Tensor, v: Tensor, beta: Tensor,
                                                                                        Tensor | None]:
     """impl's chunked u-stage on this shard, the earlier shards' prefix merged into every chunk."""
     run = partial(_u_forward, kernel=setup.kernel, scale=setup.write_scale, chunk_size=setup.chunk_size,
-                  for_backward=for_backward)
+                  for_backward=for_backward, flash=setup.flash)
     if prefix is None:
         u, r_w, lse_w = over_head_groups(run, w, k, v, beta)
     else:
@@ -118,7 +116,8 @@ def _backward(setup: _Setup, d_o: Tensor, q: Tensor, k: Tensor, beta: Tensor, u:
     prefix_fold.receive_cross_grads(links, plan, r, k, u, dk, g, w_dim=K, kernel=setup.kernel,
                                     scale=setup.write_scale)
     dw, dk_local, dv, dbeta = over_head_groups(
-        partial(_u_backward, kernel=setup.kernel, scale=setup.write_scale, chunk_size=setup.chunk_size),
+        partial(_u_backward, kernel=setup.kernel, scale=setup.write_scale, chunk_size=setup.chunk_size,
+                flash=setup.flash),
         g, w, k, u, beta, r_w, lse_w)
     assert dw is not None and dk_local is not None and dv is not None and dbeta is not None
     prefix_fold.cross_grads_as_row_owner(links, plan, r, w, -beta[..., None] * dv, r_w, lse_w, kept, dw,
@@ -159,10 +158,10 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None
     sequence (shards concatenated in rank order; T_r >= 1 may differ between ranks).
 
     Every rank of ``group`` (default: the default group) must call it with the same B, H, K, V, dtype, ``write``,
-    ``kernel``, ``scale`` and ``chunk_size`` (the triangular-solve block inside each shard; None: impl's default),
-    and, if gradients are tracked on one rank, on all of them (then every rank must backpropagate through its
-    output). Differentiable; the backward communicates too. gloo needs CPU tensors, NCCL CUDA tensors. Every wait is
-    limited by ``timeout`` (None: the group's timeout; a number is seconds).
+    ``kernel``, ``scale`` and ``chunk_size`` (the triangular-solve block inside each shard; None: impl's default for
+    the device), and, if gradients are tracked on one rank, on all of them (then every rank must backpropagate
+    through its output). Differentiable; the backward communicates too. gloo needs CPU tensors, NCCL CUDA tensors.
+    Every wait is limited by ``timeout`` (None: the group's timeout; a number is seconds).
 
     Raises (on every rank, after one all-gather of the ranks' validation results):
         RuntimeError: no initialised process group; a timeout (a rank did not call the op, or died).
@@ -174,27 +173,28 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None
     checked: dict[str, Any] = {}
 
     def check() -> list[float]:
-        write_ = _validate.check_choice("write", write, WRITES)
-        kernel_ = _validate.check_choice("kernel", kernel, KERNELS)
+        write_ = _validate.check_choice("write", write, _write_kernels.WRITES)
+        kernel_ = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
         qt, kt, vt, bt = _validate.check_qkv(q, k, v, beta)
         given = _validate.check_scale(scale)
-        chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else _validate.check_chunk_size(chunk_size)
-        _check_device(qt.device, comm)
-        checked.update(q=qt, k=kt, v=vt, beta=bt, scale=given, chunk=chunk)
+        chunk = _validate.check_chunk_size(chunk_size)
+        contract.check_device(qt.device, comm)
+        checked.update(q=qt, k=kt, v=vt, beta=bt, scale=given,
+                       chunk=default_chunk_size(qt.device) if chunk is None else chunk)
         B, T, H, K = qt.shape
-        return [B, T, H, K, vt.shape[-1], _DTYPES.index(qt.dtype), KERNELS.index(kernel_), WRITES.index(write_),
-                math.nan if given is None else given, chunk, float(tracked)]
+        return [B, T, H, K, vt.shape[-1], _validate.FLOAT_DTYPES.index(qt.dtype), _write_kernels.NAMES.index(kernel_),
+                _write_kernels.WRITES.index(write_), math.nan if given is None else given,
+                0 if chunk is None else chunk, float(tracked)]
 
     fields = contract.agree(comm, OP, _FIELDS, check, _SAME, _LABELS)
     qt, kt, vt, bt = checked["q"], checked["k"], checked["v"], checked["beta"]
-    d_k = qt.shape[-1]
-    given = checked["scale"]
-    setup = _Setup(comm, Plan(tuple(int(f["T"]) for f in fields), schedule.SPLITS), write, kernel,
-                   write_scale_default(kernel, d_k) if given is None else given,
-                   1.0 / math.sqrt(d_k) if given is None else given, checked["chunk"])
+    write_scale, read_scale = _write_kernels.resolve_scales(kernel, qt.shape[-1], checked["scale"])
     dtype = compute_dtype(vt.dtype)
     bt = torch.ones(qt.shape[:3], dtype=qt.dtype, device=qt.device) if bt is None else bt
     qb, kb, vb, bb = (to_bhtd(x, dtype) for x in (qt, kt, vt, bt))
+    flash = _flash_path(qb if write == "q" else kb, kb, vb, kernel, write_scale)
+    setup = _Setup(comm, Plan(tuple(int(f["T"]) for f in fields), schedule.SPLITS), write, kernel, write_scale,
+                   read_scale, checked["chunk"], flash)
     if tracked:
         o: Tensor = _DistributedDeltaFormer.apply(qb, kb, vb, bb, setup)  # type: ignore[no-untyped-call]
     else:
@@ -202,10 +202,3 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None
             o = _forward(setup, qb, kb, vb, bb, for_backward=False)[0]
     return from_bhtd(o, vt.dtype)
 
-
-def _check_device(device: torch.device, comm: contract.Comm) -> None:
-    backend = str(dist.get_backend(comm.group))
-    if backend == "gloo" and device.type != "cpu":
-        raise ValueError(f"the gloo backend needs CPU tensors, got tensors on {device}")
-    if backend == "nccl" and device.type != "cuda":
-        raise ValueError(f"the nccl backend needs CUDA tensors, got tensors on {device}")

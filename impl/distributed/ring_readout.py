@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from impl._nonfinite import split_nonfinite
 from impl.distributed.blocks import RowStats, block_backward, block_forward
 from impl.distributed.links import Links, pack, recv_keys, unpack
 from impl.distributed.schedule import Plan
@@ -46,7 +47,9 @@ def readout_own_rows(links: Links, plan: Plan, r: int, q: Tensor, k: Tensor, u: 
     """(o, lse) of rank r's rows: its own blocks first (diagonal and row-owner shares), then the key owners' shares
     as they arrive; merged in rank order with the diagonal block last (the same order on every run)."""
     L, V = q.shape[2], u.shape[-1]
-    diagonal = block_forward(q, k, u, kernel=_SOFTMAX, scale=scale, causal=True)
+    # an overflowed u_j must not turn the masked (zero) weights of earlier rows into NaN: impl's split_nonfinite
+    values, overflow = split_nonfinite(u, dim=2)
+    diagonal = block_forward(q, k, values, kernel=_SOFTMAX, scale=scale, causal=True)
     own = {}
     for j in range(r):
         h = plan.owner_rows("readout", r, j)
@@ -63,7 +66,7 @@ def readout_own_rows(links: Links, plan: Plan, r: int, q: Tensor, k: Tensor, u: 
             stats.add(slice(h, L), out, lse)
     stats.add(slice(0, L), *diagonal)
     assert stats.lse is not None
-    return stats.out, stats.lse
+    return (stats.out if overflow is None else stats.out + overflow), stats.lse
 
 
 def send_readout_grad_rows(links: Links, plan: Plan, r: int, q: Tensor, d_out: Tensor, out: Tensor,

@@ -10,7 +10,6 @@ configuration that spills or fails to compile cannot be selected unseen.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,13 +17,20 @@ from typing import Any
 import torch
 from triton.testing import do_bench
 
-__all__ = ["HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions", "interpreting",
-           "next_power_of_2"]
+from impl._backend import interpreter_enabled
+
+__all__ = ["CHUNK_SIZE", "HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions",
+           "interpreting", "next_power_of_2"]
+
+
+CHUNK_SIZE = 64
+"""The chunk every Triton op uses when ``chunk_size`` is None (FLA's convention; no GPU was available to measure
+another choice)."""
 
 
 def interpreting() -> bool:
-    """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton runs kernels through its CPU interpreter (``impl._backend.interpreter_enabled``)."""
+    return interpreter_enabled()
 
 
 def next_power_of_2(n: int) -> int:
