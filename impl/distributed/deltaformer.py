@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -29,8 +30,8 @@ from torch import Tensor
 
 from impl import _validate, _write_kernels
 from impl.distributed import contract, prefix_fold, ring_readout, schedule
-from impl.distributed.links import open_links, send_keys
-from impl.distributed.schedule import Plan, backward_messages, forward_messages
+from impl.distributed.links import Links, open_links, send_keys
+from impl.distributed.schedule import Message, Plan, backward_messages, forward_messages
 from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd
 from impl.torch_ops.deltaformer import _flash_path, _u_backward, _u_forward, default_chunk_size
 
@@ -72,22 +73,31 @@ def _local_u(setup: _Setup, w: Tensor, k: Tensor, v: Tensor, beta: Tensor,
     return u, r_w, lse_w
 
 
+def _open(setup: _Setup, q: Tensor, V: int, messages: Callable[..., list[Message]], tag_base: int) -> Links:
+    """This rank's links for one pass of ``setup``'s call ([B, H, L, K] rows q, V value columns)."""
+    B, H, _, K = q.shape
+    return open_links(setup.comm, setup.plan, partial(messages, K=K, V=V), shape=(B, H), dtype=q.dtype,
+                      tag_base=tag_base)
+
+
+def _send_keys_to_later(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, kinds: tuple[str, ...]) -> None:
+    """(k_r, u_r) to every later rank that computes rows of these kinds over them."""
+    for later in range(r + 1, plan.world):
+        if plan.key_data_needed(later, r, kinds):
+            send_keys(links[later], k, u)
+
+
 def _forward(setup: _Setup, q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
              for_backward: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """(o, lse_o, u, r_w, lse_w) of this rank's shard; [B, H, L, *] in the compute dtype."""
-    comm, plan, r = setup.comm, setup.plan, setup.comm.rank
-    B, H, _, K = q.shape
-    V = v.shape[-1]
+    plan, r = setup.plan, setup.comm.rank
     w = q if setup.write == "q" else k
-    links = open_links(comm, plan, partial(forward_messages, K=K, V=V), shape=(B, H), dtype=q.dtype,
-                       tag_base=_FORWARD_TAGS)
+    links = _open(setup, q, v.shape[-1], forward_messages, _FORWARD_TAGS)
     prefix_fold.send_fold_rows(links, plan, r, w)
     ring_readout.send_readout_rows(links, plan, r, q)
     prefix, kept = prefix_fold.fold_earlier(links, plan, r, w, v, kernel=setup.kernel, scale=setup.write_scale)
     u, r_w, lse_w = _local_u(setup, w, k, v, beta, prefix, for_backward)
-    for later in range(r + 1, plan.world):
-        if plan.key_data_needed(later, r, ("fold", "readout")):
-            send_keys(links[later], k, u)
+    _send_keys_to_later(links, plan, r, k, u, ("fold", "readout"))
     prefix_fold.help_later_folds(links, plan, r, k, u, kernel=setup.kernel, scale=setup.write_scale)
     ring_readout.readout_for_later(links, plan, r, k, u, scale=setup.read_scale)
     o, lse_o = ring_readout.readout_own_rows(links, plan, r, q, k, u, kept, scale=setup.read_scale)
@@ -98,22 +108,17 @@ def _forward(setup: _Setup, q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
 def _backward(setup: _Setup, d_o: Tensor, q: Tensor, k: Tensor, beta: Tensor, u: Tensor, r_w: Tensor,
               lse_w: Tensor | None, o: Tensor, lse_o: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dq, dk, dv, dbeta) of this rank's shard."""
-    comm, plan, r = setup.comm, setup.plan, setup.comm.rank
-    B, H, _, K = q.shape
-    V = u.shape[-1]
+    plan, r = setup.plan, setup.comm.rank
     w = q if setup.write == "q" else k
-    links = open_links(comm, plan, partial(backward_messages, K=K, V=V), shape=(B, H), dtype=q.dtype,
-                       tag_base=_BACKWARD_TAGS)
+    links = _open(setup, q, u.shape[-1], backward_messages, _BACKWARD_TAGS)
     ring_readout.send_readout_grad_rows(links, plan, r, q, d_o, o, lse_o)
-    for later in range(r + 1, plan.world):
-        if plan.key_data_needed(later, r, ("readout_grad", "cross_grad")):
-            send_keys(links[later], k, u)
+    _send_keys_to_later(links, plan, r, k, u, ("readout_grad", "cross_grad"))
     dq, dk, g = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(u)
     ring_readout.readout_grad_for_later(links, plan, r, k, u, dk, g, scale=setup.read_scale)
     kept = ring_readout.readout_grad_own_rows(links, plan, r, q, k, u, d_o, o, lse_o, dq, dk, g,
                                               scale=setup.read_scale)
     ring_readout.receive_readout_key_grads(links, plan, r, dk, g)
-    prefix_fold.receive_cross_grads(links, plan, r, k, u, dk, g, w_dim=K, kernel=setup.kernel,
+    prefix_fold.receive_cross_grads(links, plan, r, k, u, dk, g, w_dim=q.shape[-1], kernel=setup.kernel,
                                     scale=setup.write_scale)
     dw, dk_local, dv, dbeta = over_head_groups(
         partial(_u_backward, kernel=setup.kernel, scale=setup.write_scale, chunk_size=setup.chunk_size,
