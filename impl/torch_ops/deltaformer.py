@@ -85,15 +85,17 @@ def _flash_path(w: Tensor, k: Tensor, v: Tensor, kernel: str, scale: float) -> b
     return bound * torch.finfo(w.dtype).eps / 2 <= FLASH_LSE_ROUNDING
 
 
-def _flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+def _flash(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool = False) -> tuple[Tensor, Tensor]:
+    """(out, row lse) of softmax attention by the fused CPU op; ``causal``: key j <= row i (impl.distributed's
+    read-out uses it for its diagonal blocks, with a positive scale: ``_readout.positive_scale``)."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
     return out, lse
 
 
 def _flash_backward(d_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                    scale: float) -> tuple[Tensor, Tensor, Tensor]:
+                    scale: float, causal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        d_out, q, k, v, out, lse, 0.0, False, scale=scale)
+        d_out, q, k, v, out, lse, 0.0, causal, scale=scale)
     return dq, dk, dv
 
 
@@ -164,11 +166,14 @@ class _MatmulChunk:
     """Chunk rows [s, e) against keys j < e as one explicit [c, e] score block: any device, any write kernel.
 
     kappa_1 and its score gradient come from the write-kernel record (``impl._write_kernels``); the softmax is
-    normalised by dividing by the row sum, and the backward recomputes P exactly as the forward did (no lse)."""
+    normalised by dividing by the row sum, and the backward recomputes P exactly as the forward did (no lse).
+    Except for rows whose softmax normaliser also covers keys before this sequence (``_u_forward``'s ``prefix``,
+    impl.distributed): their saved whole-row lse gives P = exp(S - lse), and their row term dO . r."""
 
     def __init__(self, w: Tensor, k: Tensor, kernel: str, scale: float, s: int, e: int) -> None:
         self.w_c, self.k, self.scale, self.s, self.e = w[:, :, s:e], k, scale, s, e
         self.kernel = get_write_kernel(kernel)
+        self.outside_keys = False
         self.mask = _strict_mask(e - s, e, s, w.device)
         self.scores = torch.matmul(self.w_c, k[:, :, :e].transpose(-1, -2)).mul_(scale)
 
@@ -179,9 +184,18 @@ class _MatmulChunk:
         acc = torch.matmul(P[..., :s], u[:, :, :s]) if s > 0 else None
         return P[..., s:], acc, None
 
+    def row_lse(self) -> Tensor:
+        """The row log-sum-exp of the admissible scores (-inf for a row with none): the softmax normaliser of this
+        block's P, for merging it with keys before this sequence (``_merge_prefix``)."""
+        return torch.logsumexp(self.scores.masked_fill(self.mask, _NEG_INF), dim=-1)
+
     def probs_for_backward(self, lse_c: Tensor | None) -> Tensor:
-        """P [.., c, e], recomputed from the scores exactly as in the forward."""
-        return self.kernel.weights(self.scores, self.mask)
+        """P [.., c, e], recomputed from the scores exactly as in the forward; given the whole-row ``lse_c``
+        (softmax with keys before this sequence), exp(S - lse_c) instead."""
+        if lse_c is None:
+            return self.kernel.weights(self.scores, self.mask)
+        self.outside_keys = True
+        return torch.exp(self.scores - lse_c[..., None]).masked_fill_(self.mask, 0.0)
 
     def diagonal(self, P: Tensor) -> Tensor:
         """The in-chunk block P_in of ``probs_for_backward``'s P."""
@@ -195,7 +209,10 @@ class _MatmulChunk:
         if self.kernel.score_grad is None:  # kappa_1' = 0 almost everywhere (round)
             return
         dP = torch.matmul(d_out, u[:, :, :e].transpose(-1, -2))
-        dS = self.kernel.score_grad(P, dP, self.mask).mul_(self.scale)
+        if self.outside_keys:  # softmax over keys beyond this block: the row term is the whole row's dO . r
+            dS = (P * (dP - (d_out * r_c).sum(-1, keepdim=True))).mul_(self.scale)
+        else:
+            dS = self.kernel.score_grad(P, dP, self.mask).mul_(self.scale)
         dw[:, :, s:e] += torch.matmul(dS, self.k[:, :, :e])
         dk[:, :, :e] += torch.matmul(dS.transpose(-1, -2), self.w_c)
 
@@ -264,22 +281,52 @@ def _solve_unit_lower(A: Tensor, rhs: Tensor, *, transpose: bool) -> Tensor:
     return x_t.transpose(-1, -2)
 
 
+def _merge_prefix(P_in: Tensor, acc: Tensor | None, lse: Tensor | None, prefix_acc: Tensor,
+                  prefix_lse: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(P_in, acc, lse) of one chunk with an earlier segment's contribution to its rows merged in.
+
+    ``prefix_acc`` [.., c, V] is that segment's sum_j kappa_1(w_t, k_j) u_j for the linear, round and exp kernels
+    (added to acc); for softmax it is the segment's normalised output and ``prefix_lse`` [.., c] its row
+    log-sum-exp (finite: the segment has keys), merged by the online-softmax rule: lse' = logaddexp(lse, lse_pre),
+    P_in' = P_in exp(lse - lse'), acc' = acc exp(lse - lse') + prefix_acc exp(lse_pre - lse'). The scale factors are
+    at most 1, so nothing the merged normaliser needs can underflow that did not already. ``P_in`` is overwritten.
+    """
+    if prefix_lse is None:
+        return P_in, prefix_acc if acc is None else acc + prefix_acc, lse
+    assert lse is not None
+    merged = torch.logaddexp(lse, prefix_lse)
+    own = torch.exp(lse - merged)[..., None]
+    from_prefix = prefix_acc * torch.exp(prefix_lse - merged)[..., None]
+    return P_in.mul_(own), from_prefix if acc is None else torch.addcmul(from_prefix, acc, own), merged
+
+
 def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int,
-               for_backward: bool = True, flash: bool | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+               for_backward: bool = True, flash: bool | None = None,
+               prefix: tuple[Tensor, Tensor | None] | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """u, r = P u (the write-attention output) and the row lse (flash path, softmax) for [B, H, T, *] inputs.
 
     r and lse are what the backward needs; without ``for_backward`` they are not computed (None). ``flash``: which
     chunk algorithm; None: ``_flash_path`` of these inputs (the callers decide once per call and pass it, so the
-    forward and the backward of one call agree).
+    forward and the backward of one call agree). ``prefix``: the contribution of keys *before* this sequence
+    (``_merge_prefix``'s (prefix_acc, prefix_lse) for all T rows), as impl.distributed passes for a later shard;
+    r and lse (then saved on both paths for softmax) cover those keys too, which is all ``_u_backward`` needs to
+    give this sequence's pairs their exact gradients.
     """
     flash = _flash_path(w, k, v, kernel, scale) if flash is None else flash
     T = w.shape[2]
     u = torch.empty_like(v)
     r = torch.empty_like(v) if for_backward else None
-    lse = torch.empty_like(beta) if flash and kernel == "softmax" and for_backward else None
+    saves_lse = kernel == "softmax" and for_backward and (flash or prefix is not None)
+    lse = torch.empty_like(beta) if saves_lse else None
     for s in range(0, T, chunk_size):
         e = min(s + chunk_size, T)
-        P_in, acc, lse_c = _chunk(flash, w, k, kernel, scale, s, e).forward(u)
+        chunk = _chunk(flash, w, k, kernel, scale, s, e)
+        P_in, acc, lse_c = chunk.forward(u)
+        if prefix is not None:
+            if isinstance(chunk, _MatmulChunk) and kernel == "softmax":
+                lse_c = chunk.row_lse()
+            P_in, acc, lse_c = _merge_prefix(P_in, acc, lse_c, prefix[0][:, :, s:e],
+                                             None if prefix[1] is None else prefix[1][:, :, s:e])
         beta_c = beta[:, :, s:e, None]
         rhs = v[:, :, s:e] if acc is None else torch.addcmul(v[:, :, s:e], beta_c, acc, value=-1.0)
         u_c = _solve_unit_lower(beta_c * P_in if for_backward else P_in.mul_(beta_c), rhs, transpose=False)
