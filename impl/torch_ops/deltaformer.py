@@ -201,7 +201,7 @@ class _MatmulChunk:
         s, e = self.s, self.e
         if s > 0:
             g[:, :, :s] += torch.matmul(P[..., :s].transpose(-1, -2), d_out)
-        if self.kernel.score_grad is None:
+        if self.kernel.score_grad is None:  # kappa_1' = 0 almost everywhere (round)
             return
         dP = torch.matmul(d_out, u[:, :, :e].transpose(-1, -2))
         if self.outside_keys:  # softmax over keys beyond this block: the row term is the whole row's dO . r

@@ -297,8 +297,8 @@ def u_bwd(g: torch.Tensor, w: torch.Tensor, k: torch.Tensor, beta: torch.Tensor,
         intra(cfg_i, i_c)
     xr = rowdot(x, r)
     dbeta = -xr
-    if kernel == "round":
-        # round has zero derivative almost everywhere: only dv and dbeta flow
+    if not _write_kernels.get(kernel).has_score_grad:
+        # kappa_1 has zero derivative almost everywhere (round): only dv and dbeta flow
         return torch.zeros_like(w, dtype=adt), torch.zeros_like(k, dtype=adt), x, dbeta
     D = (-beta.to(adt) * xr).contiguous()  # D_t = dO_t . r_t = sum_j P_tj dP_tj (softmax normaliser term)
     dw, dk, _ = _attn_bwd(w, k, u, x, beta, lse, D, kernel=kernel, write=True, scale=scale, cu_seqlens=cu_seqlens)
@@ -426,7 +426,7 @@ def _bwd_variants(D: int, p: str, base: dict[str, Any], kernel: str | None) -> l
                               {**chunk_sig, "rhs": "*fp32", **chunk_tail},
                               {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3", **cfg.blocks}, cfg.num_warps,
                               cfg.num_stages))
-    if kernel != "round":
+    if _write_kernels.get(kernel).has_score_grad:
         out.extend(_bwd_attn_variants(D, {**attn_sig, **tail}, {**bwd, "KERNEL": kernel, "WRITE": True}))
     return out
 
