@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from impl import _normaliser
+
 __all__ = ["KERNELS", "NAMES", "WRITES", "WriteKernel", "default_scale", "get", "resolve_scales"]
 
 WRITES: tuple[str, ...] = ("k", "q")
@@ -37,14 +39,9 @@ def _softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
     """exp(s - m) / sum(exp(s - m)) over the unmasked entries of each row, m their max; a row with none is all 0.
 
     Normalised by dividing by the row sum, never by subtracting a log-sum-exp: at huge logits (|m| beyond
-    1 / unit roundoff) m + log(sum) rounds to m and exp(s - lse) would lose the normalisation.
+    1 / unit roundoff) m + log(sum) rounds to m and exp(s - lse) would lose the normalisation (``impl._normaliser``).
     """
-    masked = scores if mask is None else scores.masked_fill(mask, -math.inf)
-    shift = masked.amax(-1, keepdim=True)
-    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-    e = _masked(torch.exp(scores - shift), mask)
-    total = e.sum(-1, keepdim=True)
-    return e / torch.where(total > 0, total, torch.ones_like(total))
+    return _normaliser.softmax(scores, mask)[0]
 
 
 def _softmax_grad(P: Tensor, dP: Tensor, mask: Tensor | None) -> Tensor:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
+import math
 import tempfile
 import time
 import traceback
@@ -60,22 +62,26 @@ class Case:
     scale: float | None = None
     """None: the kernel's default (the round kernel: a scale with an odd denominator, ``round_scale``)."""
     seed: int = 0
+    dtype: str = "float64"
 
     @property
     def name(self) -> str:
         return (f"{self.op}[{self.kernel},{self.write},K{self.K}V{self.V},C{self.chunk_size},splits{self.splits},"
-                f"beta{int(self.beta)},state{int(self.initial_state)},grad{int(self.grad)},scale{self.scale}]")
+                f"beta{int(self.beta)},state{int(self.initial_state)},grad{int(self.grad)},scale{self.scale},"
+                f"{self.dtype}]")
 
     def problem(self, T: int) -> Problem:
         scale = self.scale
         if scale is None and self.op == "deltaformer_attn" and self.kernel == "round":
             scale = round_scale(self.K, 1)
-        return Problem(op=self.op, B=2, T=T, H=2, K=self.K, V=self.V, kernel=self.kernel, write=self.write,
-                       scale=scale, with_state=self.initial_state, seed=1000 + self.seed)
+        return Problem(op=self.op, B=2, T=T, H=2, K=self.K, V=self.V, dtype=self.dtype, chunk_size=REFERENCE_CHUNK,
+                       kernel=self.kernel, write=self.write, scale=scale, with_state=self.initial_state,
+                       seed=1000 + self.seed)
 
     def inputs(self, T: int) -> dict[str, Tensor]:
+        """The harness's inputs (values representable in ``dtype``) as tensors of ``dtype``."""
         arrays = self.problem(T).arrays()
-        tensors = {name: torch.from_numpy(x.copy()) for name, x in arrays.items()}
+        tensors = {name: torch.from_numpy(x.copy()).to(getattr(torch, self.dtype)) for name, x in arrays.items()}
         if not self.beta:
             del tensors["beta"]
         return tensors
@@ -98,13 +104,72 @@ def deltaformer_cases(world: int) -> list[Case]:
         for splits in ((0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 1.0, 1.0), (0.5, 0.5, 0.5, 0.5)):
             cases += [Case("deltaformer_attn", kernel=kernel, write=write, splits=splits, seed=4)
                       for kernel, write in (("softmax", "k"), ("linear", "q"))]
+    # float32: every kernel and write mode at three ranks, K == V (the fused CPU paths) and K != V
+    pairs = [(kernel, write) for kernel in KERNELS for write in WRITES] if world == 3 else [("softmax", "k"),
+                                                                                            ("exp", "q")]
+    cases += [Case("deltaformer_attn", kernel=kernel, write=write, K=4 if i % 2 else 3, V=4 if i % 2 else 5,
+                   chunk_size=None if i % 3 == 0 else 2, seed=20 + i, dtype="float32")
+              for i, (kernel, write) in enumerate(pairs)]
     return cases
 
 
 def delta_rule_cases(world: int) -> list[Case]:
     del world
     return [Case("delta_rule", initial_state=state, K=4, V=3, chunk_size=chunk, seed=5)
-            for state in (False, True) for chunk in (2, None)] + [Case("delta_rule", grad=False, seed=6)]
+            for state in (False, True) for chunk in (2, None)] + [Case("delta_rule", grad=False, seed=6),
+                                                                  Case("delta_rule", initial_state=True, K=4, V=3,
+                                                                       chunk_size=2, seed=13, dtype="float32")]
+
+
+# --- huge logits and overflow: every split of short sequences -----------------------------------------------------
+
+HUGE_SCALE = 1e39
+"""Write and read-out scores of magnitude ~1e39 (finite in fp64, far beyond 1 / unit roundoff)."""
+HUGE_T = 5
+
+
+def compositions(T: int, parts: int) -> list[tuple[int, ...]]:
+    """Every way to cut a sequence of T rows into ``parts`` contiguous shards of length >= 1."""
+    out = []
+    for cuts in itertools.combinations(range(1, T), parts - 1):
+        bounds = (0, *cuts, T)
+        out.append(tuple(bounds[i + 1] - bounds[i] for i in range(parts)))
+    return out
+
+
+def huge_logit_inputs(variant: str) -> tuple[dict[str, Tensor], str]:
+    """(fp64 inputs q, k, v of [1, 5, 1, *], write mode) at scale HUGE_SCALE, beta None (all ones):
+
+    - ``probe4-q``: impl's probe 4, k = 1, q = w = -k, v = 1..5: write and read-out scores all -1e39 (uniform
+      weights; u = [1, 1, 2, 8/3, 10/3]);
+    - ``probe4-k``: q = k = 1 (scores +1e39), V = 2 (two equal value columns);
+    - ``ties``: k = [1/2, 1, 1/2, 1, 1], q = 1, write k: the weights are uniform over the keys of largest score,
+      which are on some ranks and not on others (a block whose largest score is lower gets weight exactly 0).
+    """
+    ones = torch.ones(1, HUGE_T, 1, 1, dtype=torch.float64)
+    v = torch.arange(1.0, HUGE_T + 1.0, dtype=torch.float64).reshape(1, HUGE_T, 1, 1)
+    if variant == "probe4-q":
+        return {"q": -ones, "k": ones, "v": v}, "q"
+    if variant == "probe4-k":
+        return {"q": ones, "k": ones, "v": v.expand(1, HUGE_T, 1, 2).contiguous()}, "k"
+    k = torch.tensor([0.5, 1.0, 0.5, 1.0, 1.0], dtype=torch.float64).reshape(1, HUGE_T, 1, 1)
+    return {"q": ones, "k": k, "v": v}, "k"
+
+
+HUGE_VARIANTS = ("probe4-q", "probe4-k", "ties")
+OVERFLOW_ROWS = (5, 10)
+"""The first overflowing input row of ``tests._impl_support.overflow_inputs`` (T = 12)."""
+
+
+def overflow_splits(world: int) -> list[tuple[int, ...]]:
+    """Shard lengths for the overflow cases (T = 12): every split at two ranks; at three, every split whose middle
+    shard has one or two rows (so a boundary pair brackets every row); at four, splits with boundaries next to the
+    overflowing rows 5, 6 and 10, 11."""
+    if world == 2:
+        return compositions(12, 2)
+    if world == 3:
+        return [c for c in compositions(12, 3) if c[1] <= 2]
+    return [(1, 9, 1, 1), (3, 7, 1, 1), (5, 1, 4, 2), (2, 3, 1, 6), (6, 4, 1, 1)] if world == 4 else [(12,)]
 
 
 def spec_problems() -> list[Problem]:
@@ -164,7 +229,44 @@ def _run_case(case: Case, rank: int, lengths: tuple[int, ...]) -> dict[str, Tens
 def _cot(case: Case, lengths: tuple[int, ...], which: str) -> Tensor:
     """The loss's cotangent for the output [B, T, H, V] or the final state [B, H, K, V] (same on every rank)."""
     shape = (2, sum(lengths), 2, case.V) if which == "o" else (2, 2, case.K, case.V)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(7 + (which == "o")), dtype=torch.float64)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(7 + (which == "o")),
+                       dtype=torch.float64).to(getattr(torch, case.dtype))
+
+
+def _huge_logit_runs(rank: int, world: int) -> dict[str, dict[str, Tensor | None]]:
+    """This rank's output and input gradients (of sum(o)) for every variant and every split of HUGE_T rows."""
+    import impl.distributed as idist
+
+    out = {}
+    for variant, lengths in itertools.product(HUGE_VARIANTS, compositions(HUGE_T, world)):
+        full, write = huge_logit_inputs(variant)
+        local = {name: x[:, _shard(rank, lengths)].clone().requires_grad_(True) for name, x in full.items()}
+        o = idist.deltaformer_attn(local["q"], local["k"], local["v"], write=write, scale=HUGE_SCALE, chunk_size=2,
+                                   timeout=OP_TIMEOUT_S)
+        o.sum().backward()
+        out[f"huge {variant} {lengths}"] = {"o": o.detach()} | {f"grad_{n}": x.grad for n, x in local.items()}
+    return out
+
+
+def overflow_batch() -> dict[str, Tensor]:
+    """``overflow_inputs`` stacked along the batch: [ordinary, overflow at OVERFLOW_ROWS[0], at OVERFLOW_ROWS[1]]
+    (batch elements are independent, so one call serves all three)."""
+    from tests._impl_support import overflow_inputs
+
+    parts = [overflow_inputs(OVERFLOW_ROWS[0])[0]] + [overflow_inputs(at)[1] for at in OVERFLOW_ROWS]
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+
+
+def _overflow_runs(rank: int, world: int) -> dict[str, dict[str, Tensor | None]]:
+    """This rank's output for ``overflow_batch`` at every split of ``overflow_splits``."""
+    import impl.distributed as idist
+
+    full = overflow_batch()
+    out = {}
+    for lengths in overflow_splits(world):
+        local = {name: x[:, _shard(rank, lengths)].contiguous() for name, x in full.items()}
+        out[f"overflow {lengths}"] = {"o": idist.deltaformer_attn(**local, chunk_size=4, timeout=OP_TIMEOUT_S)}
+    return out
 
 
 def _errors(rank: int, world: int) -> dict[str, tuple[str, str]]:
@@ -222,6 +324,7 @@ def run_group(rank: int, world: int, init_file: str, out_dir: str, errors: bool)
         with poisoned_empty():
             for case in deltaformer_cases(world) + delta_rule_cases(world):
                 results[case.name] = _run_case(case, rank, lengths)
+            results |= _huge_logit_runs(rank, world) | _overflow_runs(rank, world)
             if world == 3:
                 for problem in spec_problems():
                     result = check_case(_distributed_public_op(problem.op, rank, lengths), problem)
@@ -385,3 +488,33 @@ def relative_error(actual: Tensor, expected: Tensor) -> float:
     """max |actual - expected| / max |expected| (max |actual| when expected is exactly 0)."""
     scale = float(expected.abs().max())
     return float((actual - expected).abs().max()) / (scale if scale > 0 else 1.0)
+
+
+def float32_errors(results: list[dict[str, Any]], case: Case,
+                   lengths: tuple[int, ...]) -> dict[str, tuple[float, float]]:
+    """For a float32 case: {output or gradient: (normwise error of the distributed result against the single-process
+    impl's float32 result, allowed)}.
+
+    Error model (the harness's, ``proofs_checks.differential.tolerances``): a correct float32 kernel is within
+    b = LAMBDA sqrt(T + K + V) kappa u_fp32 of the exact result, normwise (gradients: relative to the norm of the
+    whole gradient), kappa measured on these inputs. ``check_case`` computes b and checks that the single-process
+    impl meets it here; if the distributed result meets it too, the two differ by at most 2 b (triangle
+    inequality; normalising by impl's norm instead of the exact one changes this by a factor 1 +- b). The gradient
+    budget's kappa is measured with the harness's cotangent, the comparison uses ``_cot``'s: both standard normal.
+    """
+    import impl
+    from proofs_checks.differential.tolerances import normwise_error
+
+    op = impl.deltaformer_attn if case.op == "deltaformer_attn" else impl.delta_rule
+    verdict = check_case(op, case.problem(sum(lengths)))
+    assert verdict.passed and not verdict.skipped, verdict.report()
+    expected = reference(case, lengths)
+    total = math.sqrt(sum(float((g.double() ** 2).sum()) for k, g in expected.items() if k.startswith("grad_")))
+    out = {}
+    for key, want in expected.items():
+        got = assemble(results, case.name, key)
+        assert got is not None, f"{case.name}: {key} missing"
+        error = normwise_error(got.double().numpy(), want.double().numpy(),
+                               scale=total if key.startswith("grad_") else None)
+        out[key] = (error, 2.0 * verdict.budgets[key])
+    return out

@@ -55,24 +55,34 @@ def assert_matches_spec(fn: Callable[..., object], problem: Problem, *, grads: b
     assert result.passed, result.report()
 
 
-def overflow_at_row_11(backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(o with v_10 = 3.3e38 and v_11 = -3.3e38, o with ordinary values there, u of the first): unit keys, fp32;
-    u_11 overflows to -inf in one head, and rows 0..9 depend on neither row (causality)."""
+def overflow_inputs(at: int = 10) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(ordinary, overflowing) fp32 inputs q, k, v, beta [1, 12, 2, 4] with unit keys; the second has v_at = 3.3e38
+    and v_{at+1} = -3.3e38, so that u_{at+1} overflows to -inf in one head while rows before ``at`` depend on
+    neither row (causality)."""
     gen = torch.Generator().manual_seed(12)
     q, k, v = (torch.randn(1, 12, 2, 4, generator=gen) for _ in range(3))
     k = k / k.norm(dim=-1, keepdim=True)
     beta = torch.rand(1, 12, 2, generator=gen)
-    ordinary = impl.deltaformer_attn(q, k, v, beta, chunk_size=4, backend=backend)
-    v[0, 10], v[0, 11] = 3.3e38, -3.3e38
-    u = impl.deltaformer_u(k, k, v, beta, chunk_size=4, backend=backend)
-    return impl.deltaformer_attn(q, k, v, beta, chunk_size=4, backend=backend), ordinary, u
+    huge = v.clone()
+    huge[0, at], huge[0, at + 1] = 3.3e38, -3.3e38
+    return {"q": q, "k": k, "v": v, "beta": beta}, {"q": q, "k": k, "v": huge, "beta": beta}
 
 
-def assert_overflow_contained(overflowed: torch.Tensor, ordinary: torch.Tensor, u: torch.Tensor) -> None:
-    """Rows before the overflow are bit for bit those of the same call with ordinary values in rows 10 and 11 (the
-    same arithmetic: a later row enters an earlier one only through an exactly zero weight); an output entry is
-    non-finite exactly where some u_j, j <= t, of its column is."""
-    assert bool(torch.isfinite(u[:, :11]).all()) and not bool(torch.isfinite(u[:, 11]).all()), "no overflow"
-    assert torch.equal(overflowed[:, :10], ordinary[:, :10]), (overflowed[:, :10] - ordinary[:, :10]).abs().max()
+def overflow_at_row_11(backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(o with v_10 = 3.3e38 and v_11 = -3.3e38, o with ordinary values there, u of the first): ``overflow_inputs``
+    through ``backend`` with chunk size 4."""
+    ordinary, huge = overflow_inputs()
+    u = impl.deltaformer_u(huge["k"], huge["k"], huge["v"], huge["beta"], chunk_size=4, backend=backend)
+    return (impl.deltaformer_attn(**huge, chunk_size=4, backend=backend),
+            impl.deltaformer_attn(**ordinary, chunk_size=4, backend=backend), u)
+
+
+def assert_overflow_contained(overflowed: torch.Tensor, ordinary: torch.Tensor, u: torch.Tensor,
+                              at: int = 10) -> None:
+    """Rows before ``at`` (the first overflowing input row) are bit for bit those of the same call with ordinary
+    values in rows ``at`` and ``at + 1`` (the same arithmetic: a later row enters an earlier one only through an
+    exactly zero weight); an output entry is non-finite exactly where some u_j, j <= t, of its column is."""
+    assert bool(torch.isfinite(u[:, :at + 1]).all()) and not bool(torch.isfinite(u[:, at + 1]).all()), "no overflow"
+    assert torch.equal(overflowed[:, :at], ordinary[:, :at]), (overflowed[:, :at] - ordinary[:, :at]).abs().max()
     reached = torch.cummax((~torch.isfinite(u)).to(torch.int8), dim=1).values.bool()
     assert torch.equal(~torch.isfinite(overflowed), reached)

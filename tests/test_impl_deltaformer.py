@@ -373,3 +373,19 @@ def test_softmax_write_weights_stay_normalised_at_huge_logits(V: int, chunk_size
     u = impl.deltaformer_u(-k, k, v, scale=1e39, chunk_size=chunk_size)
     want = torch.tensor([1.0, 1.0, 2.0, 8.0 / 3.0, 10.0 / 3.0], dtype=torch.float64)
     torch.testing.assert_close(u[0, :, 0, 0], want, rtol=8 * 2.0**-53, atol=0)
+
+
+@pytest.mark.parametrize("V", [1, 2], ids=["K==V", "K!=V"])
+def test_gradients_stay_normalised_at_huge_logits(V: int) -> None:
+    """The inputs above with q = k (read-out scores 1e39 too: uniform weights, o_t = mean(u_0..u_t)) and the loss
+    sum(o). Closed form: dL/du = A^T 1 = (sum_{t>=j} 1/(t+1))_j, then dL/dv = M^-T dL/du with M = I + P (P uniform
+    over j < t) gives dv = [1, 4/5, 3/5, 2/5, 1/5]. Before: the fused read-out backward weighed by exp(S - lse) with
+    lse = m (log(sum) rounded away), giving dv = [1, 2.08, 2.17, 1.75, 1]. Error model: a few roundings of sums of
+    at most 5 terms <= 3: within 16 units of fp64 roundoff, absolute."""
+    k = torch.ones(1, 5, 1, 1, dtype=torch.float64)
+    v = torch.arange(1.0, 6.0, dtype=torch.float64).reshape(1, 5, 1, 1).expand(1, 5, 1, V).contiguous()
+    v.requires_grad_(True)
+    impl.deltaformer_attn(k, k, v, scale=1e39).sum().backward()
+    assert v.grad is not None
+    want = torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2], dtype=torch.float64)
+    torch.testing.assert_close(v.grad[0, :, 0, 0], want, rtol=0, atol=16 * 2.0**-53)

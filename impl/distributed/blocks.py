@@ -3,34 +3,50 @@
 Both DeltaFormer passes are attention-like: the write pass (queries w, keys k, values u, weights kappa_1) and the
 read-out (queries q, keys k, values u, causal softmax). Across shards they are computed block by block and merged:
 
-- softmax and exp write kernels and the read-out: a block gives (o, lse), its output normalised over the block's
-  keys and the row log-sum-exp; blocks merge by the online-softmax rule (``RowStats``). The exp kernel's sum is
-  o exp(lse) (``as_prefix``);
+- softmax and exp write kernels and the read-out: a block gives (o, normaliser), its output normalised over the
+  block's keys and the rows' softmax normaliser as a (shift, sum) pair (``impl._normaliser``: exact at any size of
+  logits, where one log-sum-exp would round the sum away); blocks merge by the online-softmax rule
+  (``RowStats``). The exp kernel's sum is o times the normaliser's total (``as_prefix``);
 - linear and round write kernels: a block gives acc = sum_j kappa_1(w, k_j) u_j; blocks add.
 
-The backward of a block takes the *whole row's* output and log-sum-exp (softmax: P = exp(S - lse) and the
+The backward of a block takes the *whole row's* output and normaliser (softmax: P = exp(S - shift) / sum and the
 normaliser term dO . out), so a block's gradient is exact however the row was split. These are impl's torch
-building blocks: the fused CPU flash op (``_flash``, ``_flash_backward``) where it applies (CPU, K == V), else
-explicit score blocks of ``ROW_BLOCK`` rows with impl's kernel and score-gradient functions.
+building blocks: the fused CPU flash op (``_flash``, ``_flash_backward``) where the call allows it (``flash``: CPU,
+K == V and scores bounded over the whole sequence, decided once per call on every rank, as impl's
+``_flash_path``), else explicit score blocks of ``ROW_BLOCK`` rows with impl's kernel and score-gradient functions.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
+from impl import _normaliser
 from impl._write_kernels import get as get_write_kernel
 from impl.torch_ops._readout import positive_scale
 from impl.torch_ops.deltaformer import _flash, _flash_applies, _flash_backward, _strict_mask
 
-__all__ = ["ROW_BLOCK", "RowStats", "as_prefix", "block_backward", "block_forward", "normalised"]
+__all__ = ["ROW_BLOCK", "Blocks", "RowStats", "as_prefix", "block_backward", "block_forward", "normalised"]
 
 ROW_BLOCK = 512
 """Rows per explicit score block (the explicit path holds [ROW_BLOCK, keys] scores at a time)."""
 
 
+@dataclass(frozen=True)
+class Blocks:
+    """How one pass computes its pair blocks: the kernel (the write kernel, or softmax for the read-out), the score
+    scale (any real number) and whether the fused CPU op may be used (``flash``: the same decision on every rank,
+    from the scores' bound over the whole sequence, as impl's ``_flash_path``; its lse is then exact)."""
+
+    kernel: str
+    scale: float
+    flash: bool
+
+
 def normalised(kernel: str) -> bool:
-    """Whether a kernel's blocks carry (o, lse) statistics (softmax, exp) rather than an additive sum."""
+    """Whether a kernel's blocks carry (o, normaliser) statistics (softmax, exp) rather than an additive sum."""
     return kernel in ("softmax", "exp")
 
 
@@ -43,51 +59,46 @@ def _row_blocks(n: int) -> list[slice]:
     return [slice(a, min(a + ROW_BLOCK, n)) for a in range(0, n, ROW_BLOCK)]
 
 
-def _probs(scores: Tensor, mask: Tensor | None, lse: Tensor) -> Tensor:
-    """exp(scores - lse) per row, exactly 0 where masked."""
-    P = torch.exp(scores - lse[..., None])
-    return P if mask is None else P.masked_fill_(mask, 0.0)
-
-
-def block_forward(queries: Tensor, keys: Tensor, values: Tensor, *, kernel: str, scale: float,
-                  causal: bool) -> tuple[Tensor, Tensor | None]:
-    """(o, lse) for softmax/exp, (acc, None) for linear/round, of [B, H, n, *] rows over [B, H, m, *] keys.
-
-    ``causal``: a diagonal block (key j <= row i), used by the read-out only. Any real ``scale``.
-    """
+def block_forward(queries: Tensor, keys: Tensor, values: Tensor, how: Blocks, *,
+                  causal: bool = False) -> tuple[Tensor, Tensor | None]:
+    """(o, normaliser [B, H, n, 2]) for softmax/exp, (acc, None) for linear/round, of [B, H, n, *] rows over
+    [B, H, m, *] keys. ``causal``: a diagonal block (key j <= row i), used by the read-out only."""
+    kernel, scale = how.kernel, how.scale
     if normalised(kernel):
         q, s = positive_scale(queries, scale)
-        if _flash_applies(q, values, "softmax"):
-            return _flash(q, keys, values, s, causal)
-    outs, lses = [], []
+        if how.flash and _flash_applies(q, values, "softmax"):
+            out, lse = _flash(q, keys, values, s, causal)
+            return out, _normaliser.from_lse(lse)
+    outs, norms = [], []
     for rows in _row_blocks(queries.shape[2]):
         scores = torch.matmul(queries[:, :, rows], keys.transpose(-1, -2)).mul_(scale)
         mask = _mask(rows, keys.shape[2], causal, queries.device)
         if normalised(kernel):
-            lse = torch.logsumexp(scores if mask is None else scores.masked_fill(mask, -torch.inf), dim=-1)
-            outs.append(torch.matmul(_probs(scores, mask, lse), values))
-            lses.append(lse)
+            P, norm = _normaliser.softmax(scores, mask)
+            outs.append(torch.matmul(P, values))
+            norms.append(norm)
         else:
             outs.append(torch.matmul(get_write_kernel(kernel).weights(scores, mask), values))
     out = torch.cat(outs, dim=2)
-    return (out, torch.cat(lses, dim=2)) if lses else (out, None)
+    return (out, torch.cat(norms, dim=2)) if norms else (out, None)
 
 
-def block_backward(d_out: Tensor, queries: Tensor, keys: Tensor, values: Tensor, out: Tensor, lse: Tensor | None,
-                   *, kernel: str, scale: float, causal: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """(dq, dk, dv) of one block given the rows' output gradient and their *whole-row* ``out`` and ``lse`` (used by
-    softmax only).
+def block_backward(d_out: Tensor, queries: Tensor, keys: Tensor, values: Tensor, out: Tensor, norm: Tensor | None,
+                   how: Blocks, *, causal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """(dq, dk, dv) of one block given the rows' output gradient and their *whole-row* ``out`` and normaliser
+    ``norm`` (used by softmax only).
 
-    softmax: P = exp(S - lse), dS = P (dP - dO . out). exp (unnormalised): the same with out = 0 and lse = 0.
-    linear: dS = dP; round: dS = 0. dq = scale dS k, dk = scale dS^T q, dv = P^T dO.
+    softmax: P = exp(S - shift) / sum, dS = P (dP - dO . out). exp (unnormalised): the same with out = 0 and
+    normaliser (0, 1). linear: dS = dP; round: dS = 0. dq = scale dS k, dk = scale dS^T q, dv = P^T dO.
     """
+    kernel, scale = how.kernel, how.scale
     if kernel == "exp":
-        out, lse, kernel = torch.zeros_like(out), torch.zeros_like(out[..., 0]), "softmax"
+        out, norm, kernel = torch.zeros_like(out), _normaliser.from_lse(torch.zeros_like(out[..., 0])), "softmax"
     if kernel == "softmax":
-        assert lse is not None
+        assert norm is not None
         q, s = positive_scale(queries, scale)
-        if _flash_applies(q, values, kernel):
-            dq, dk, dv = _flash_backward(d_out, q, keys, values, out, lse, s, causal)
+        if how.flash and _flash_applies(q, values, kernel):
+            dq, dk, dv = _flash_backward(d_out, q, keys, values, out, _normaliser.to_lse(norm), s, causal)
             return (dq if scale > 0 else -dq if scale < 0 else torch.zeros_like(dq)), dk, dv
     kappa = get_write_kernel(kernel)
     dq = torch.zeros_like(queries)
@@ -97,7 +108,7 @@ def block_backward(d_out: Tensor, queries: Tensor, keys: Tensor, values: Tensor,
         q_b, d_b = queries[:, :, rows], d_out[:, :, rows]
         mask = _mask(rows, keys.shape[2], causal, queries.device)
         scores = torch.matmul(q_b, keys.transpose(-1, -2)).mul_(scale)
-        P = _probs(scores, mask, lse[:, :, rows]) if kernel == "softmax" and lse is not None else \
+        P = _normaliser.probs(scores, norm[:, :, rows], mask) if kernel == "softmax" and norm is not None else \
             kappa.weights(scores, mask)
         dv += torch.matmul(P.transpose(-1, -2), d_b)
         if kernel == "softmax":
@@ -118,27 +129,25 @@ class RowStats:
 
     def __init__(self, like: Tensor, kernel: str) -> None:
         """``like``: [B, H, n, V] (dtype, device and shape of the output)."""
-        self.normalised = normalised(kernel)
         self.out = torch.zeros_like(like)
-        self.lse = torch.full_like(like[..., 0], -torch.inf) if self.normalised else None
+        self.norm = _normaliser.empty(like[..., 0]) if normalised(kernel) else None
 
-    def add(self, rows: slice, out: Tensor, lse: Tensor | None) -> None:
-        """Merge one block's statistics for ``rows`` (log-sum-exp merge, or a sum), in place; ``out`` is consumed."""
-        if self.lse is None:
+    def add(self, rows: slice, out: Tensor, norm: Tensor | None) -> None:
+        """Merge one block's statistics for ``rows`` (online-softmax merge, or a sum), in place; ``out`` is
+        consumed."""
+        if self.norm is None:
             self.out[:, :, rows] += out
             return
-        assert lse is not None
-        old_lse = self.lse[:, :, rows]
-        merged = torch.logaddexp(old_lse, lse)
-        self.out[:, :, rows].mul_(torch.exp(old_lse - merged)[..., None]).add_(
-            out.mul_(torch.exp(lse - merged)[..., None]))
-        self.lse[:, :, rows] = merged
+        assert norm is not None
+        merged, old_share, new_share = _normaliser.merge(self.norm[:, :, rows], norm)
+        self.out[:, :, rows].mul_(old_share[..., None]).add_(out.mul_(new_share[..., None]))
+        self.norm[:, :, rows] = merged
 
 
 def as_prefix(stats: RowStats, kernel: str) -> tuple[Tensor, Tensor | None]:
-    """The earlier shards' contribution in the form impl's u-stage merges (``_merge_prefix``): softmax (o, lse),
-    exp its sum o exp(lse), linear and round their sum."""
+    """The earlier shards' contribution in the form impl's u-stage merges (``_merge_prefix``): softmax (o,
+    normaliser), exp its sum o Z, linear and round their sum."""
     if kernel == "exp":
-        assert stats.lse is not None
-        return stats.out * torch.exp(stats.lse)[..., None], None
-    return stats.out, stats.lse
+        assert stats.norm is not None
+        return stats.out * _normaliser.total(stats.norm)[..., None], None
+    return stats.out, stats.norm

@@ -11,7 +11,7 @@ Forward of rank r (``docs/context_parallel.md`` has the timeline and cost model)
 5. read out its own rows: the diagonal block, its own shares, and the partial outputs the key owners sent.
 
 Backward (a custom autograd Function issuing its own messages in the plan's order, never autograd-driven
-collectives): read-out backward first (every block is independent once o and lse are known, so dL/du of every
+collectives): read-out backward first (every block is independent once o and its normaliser are known, so dL/du of every
 shard is assembled without waiting for any solve), then the write pass in reverse rank order.
 """
 
@@ -28,17 +28,19 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from impl import _validate, _write_kernels
+from impl import _normaliser, _validate, _write_kernels
 from impl.distributed import contract, prefix_fold, ring_readout, schedule
+from impl.distributed.blocks import Blocks
 from impl.distributed.links import Links, open_links, send_keys
 from impl.distributed.schedule import Message, Plan, backward_messages, forward_messages
 from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd
-from impl.torch_ops.deltaformer import _flash_path, _u_backward, _u_forward, default_chunk_size
+from impl.torch_ops.deltaformer import _flash_applies, _u_backward, _u_forward, default_chunk_size
 
 __all__ = ["deltaformer_attn"]
 
 OP = "impl.distributed.deltaformer_attn"
-_FIELDS = ("B", "T", "H", "K", "V", "dtype", "kernel", "write", "scale", "chunk_size", "gradient tracking")
+_FIELDS = ("B", "T", "H", "K", "V", "dtype", "kernel", "write", "scale", "chunk_size", "gradient tracking", "max |q|",
+           "max |k|")
 _SAME = ("B", "H", "K", "V", "dtype", "kernel", "write", "scale", "chunk_size", "gradient tracking")
 _LABELS = {"dtype": [str(d) for d in _validate.FLOAT_DTYPES], "kernel": list(_write_kernels.NAMES),
            "write": list(_write_kernels.WRITES), "gradient tracking": ["off", "on"]}
@@ -50,27 +52,26 @@ class _Setup:
     comm: contract.Comm
     plan: Plan
     write: str
-    kernel: str
-    write_scale: float
-    read_scale: float
     chunk_size: int
-    flash: bool = False
-    """impl's chunk algorithm for this rank's shard (``_flash_path``), decided once for forward and backward."""
+    write_pass: Blocks
+    """The write kernel, its scale, and impl's chunk algorithm for the shard solve and the fold blocks (``flash``:
+    ``_flash_path`` on the whole sequence), decided once per call, the same on every rank."""
+    readout: Blocks
 
 
 def _local_u(setup: _Setup, w: Tensor, k: Tensor, v: Tensor, beta: Tensor,
              prefix: tuple[Tensor, Tensor | None] | None, for_backward: bool) -> tuple[Tensor, Tensor | None,
                                                                                        Tensor | None]:
     """impl's chunked u-stage on this shard, the earlier shards' prefix merged into every chunk."""
-    run = partial(_u_forward, kernel=setup.kernel, scale=setup.write_scale, chunk_size=setup.chunk_size,
-                  for_backward=for_backward, flash=setup.flash)
+    run = partial(_u_forward, kernel=setup.write_pass.kernel, scale=setup.write_pass.scale,
+                  chunk_size=setup.chunk_size, for_backward=for_backward, flash=setup.write_pass.flash)
     if prefix is None:
-        u, r_w, lse_w = over_head_groups(run, w, k, v, beta)
+        u, r_w, norm_w = over_head_groups(run, w, k, v, beta)
     else:
-        u, r_w, lse_w = over_head_groups(lambda w_, k_, v_, b_, a_, l_: run(w_, k_, v_, b_, prefix=(a_, l_)),
-                                         w, k, v, beta, prefix[0], prefix[1])
+        u, r_w, norm_w = over_head_groups(lambda w_, k_, v_, b_, a_, n_: run(w_, k_, v_, b_, prefix=(a_, n_)),
+                                          w, k, v, beta, prefix[0], prefix[1])
     assert u is not None
-    return u, r_w, lse_w
+    return u, r_w, norm_w
 
 
 def _open(setup: _Setup, q: Tensor, V: int, messages: Callable[..., list[Message]], tag_base: int) -> Links:
@@ -89,44 +90,43 @@ def _send_keys_to_later(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, 
 
 def _forward(setup: _Setup, q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
              for_backward: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
-    """(o, lse_o, u, r_w, lse_w) of this rank's shard; [B, H, L, *] in the compute dtype."""
+    """(o, norm_o, u, r_w, norm_w) of this rank's shard; [B, H, L, *] in the compute dtype (norm: the rows'
+    softmax normalisers of the read-out and of the write, ``impl._normaliser``)."""
     plan, r = setup.plan, setup.comm.rank
     w = q if setup.write == "q" else k
     links = _open(setup, q, v.shape[-1], forward_messages, _FORWARD_TAGS)
     prefix_fold.send_fold_rows(links, plan, r, w)
     ring_readout.send_readout_rows(links, plan, r, q)
-    prefix, kept = prefix_fold.fold_earlier(links, plan, r, w, v, kernel=setup.kernel, scale=setup.write_scale)
-    u, r_w, lse_w = _local_u(setup, w, k, v, beta, prefix, for_backward)
+    prefix, kept = prefix_fold.fold_earlier(links, plan, r, w, v, setup.write_pass)
+    u, r_w, norm_w = _local_u(setup, w, k, v, beta, prefix, for_backward)
     _send_keys_to_later(links, plan, r, k, u, ("fold", "readout"))
-    prefix_fold.help_later_folds(links, plan, r, k, u, kernel=setup.kernel, scale=setup.write_scale)
-    ring_readout.readout_for_later(links, plan, r, k, u, scale=setup.read_scale)
-    o, lse_o = ring_readout.readout_own_rows(links, plan, r, q, k, u, kept, scale=setup.read_scale)
+    prefix_fold.help_later_folds(links, plan, r, k, u, setup.write_pass)
+    ring_readout.readout_for_later(links, plan, r, k, u, setup.readout)
+    o, norm_o = ring_readout.readout_own_rows(links, plan, r, q, k, u, kept, setup.readout)
     links.finish()
-    return o, lse_o, u, r_w, lse_w
+    return o, norm_o, u, r_w, norm_w
 
 
 def _backward(setup: _Setup, d_o: Tensor, q: Tensor, k: Tensor, beta: Tensor, u: Tensor, r_w: Tensor,
-              lse_w: Tensor | None, o: Tensor, lse_o: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+              norm_w: Tensor | None, o: Tensor, norm_o: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dq, dk, dv, dbeta) of this rank's shard."""
     plan, r = setup.plan, setup.comm.rank
     w = q if setup.write == "q" else k
     links = _open(setup, q, u.shape[-1], backward_messages, _BACKWARD_TAGS)
-    ring_readout.send_readout_grad_rows(links, plan, r, q, d_o, o, lse_o)
+    ring_readout.send_readout_grad_rows(links, plan, r, q, d_o, o, norm_o)
     _send_keys_to_later(links, plan, r, k, u, ("readout_grad", "cross_grad"))
     dq, dk, g = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(u)
-    ring_readout.readout_grad_for_later(links, plan, r, k, u, dk, g, scale=setup.read_scale)
-    kept = ring_readout.readout_grad_own_rows(links, plan, r, q, k, u, d_o, o, lse_o, dq, dk, g,
-                                              scale=setup.read_scale)
+    ring_readout.readout_grad_for_later(links, plan, r, k, u, dk, g, setup.readout)
+    kept = ring_readout.readout_grad_own_rows(links, plan, r, q, k, u, d_o, o, norm_o, dq, dk, g, setup.readout)
     ring_readout.receive_readout_key_grads(links, plan, r, dk, g)
-    prefix_fold.receive_cross_grads(links, plan, r, k, u, dk, g, w_dim=q.shape[-1], kernel=setup.kernel,
-                                    scale=setup.write_scale)
+    prefix_fold.receive_cross_grads(links, plan, r, k, u, dk, g, w_dim=q.shape[-1], how=setup.write_pass)
     dw, dk_local, dv, dbeta = over_head_groups(
-        partial(_u_backward, kernel=setup.kernel, scale=setup.write_scale, chunk_size=setup.chunk_size,
-                flash=setup.flash),
-        g, w, k, u, beta, r_w, lse_w)
+        partial(_u_backward, kernel=setup.write_pass.kernel, scale=setup.write_pass.scale,
+                chunk_size=setup.chunk_size, flash=setup.write_pass.flash),
+        g, w, k, u, beta, r_w, norm_w)
     assert dw is not None and dk_local is not None and dv is not None and dbeta is not None
-    prefix_fold.cross_grads_as_row_owner(links, plan, r, w, -beta[..., None] * dv, r_w, lse_w, kept, dw,
-                                         kernel=setup.kernel, scale=setup.write_scale)
+    prefix_fold.cross_grads_as_row_owner(links, plan, r, w, -beta[..., None] * dv, r_w, norm_w, kept, dw,
+                                         setup.write_pass)
     ring_readout.receive_readout_dq(links, plan, r, dq)
     links.finish()
     dk += dk_local
@@ -142,15 +142,15 @@ class _DistributedDeltaFormer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, setup: _Setup) -> Tensor:
-        o, lse_o, u, r_w, lse_w = _forward(setup, q, k, v, beta, for_backward=True)
-        ctx.save_for_backward(q, k, beta, u, r_w, lse_w, o, lse_o)
+        o, norm_o, u, r_w, norm_w = _forward(setup, q, k, v, beta, for_backward=True)
+        ctx.save_for_backward(q, k, beta, u, r_w, norm_w, o, norm_o)
         ctx.setup = setup
         return o
 
     @staticmethod
     def backward(ctx: Any, d_o: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, beta, u, r_w, lse_w, o, lse_o = ctx.saved_tensors
-        dq, dk, dv, dbeta = _backward(ctx.setup, d_o.contiguous(), q, k, beta, u, r_w, lse_w, o, lse_o)
+        q, k, beta, u, r_w, norm_w, o, norm_o = ctx.saved_tensors
+        dq, dk, dv, dbeta = _backward(ctx.setup, d_o.contiguous(), q, k, beta, u, r_w, norm_w, o, norm_o)
         return dq, dk, dv, dbeta, None
 
 
@@ -189,7 +189,8 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None
         B, T, H, K = qt.shape
         return [B, T, H, K, vt.shape[-1], _validate.FLOAT_DTYPES.index(qt.dtype), _write_kernels.NAMES.index(kernel_),
                 _write_kernels.WRITES.index(write_), math.nan if given is None else given,
-                0 if chunk is None else chunk, float(tracked)]
+                0 if chunk is None else chunk, float(tracked), _normaliser.max_row_norm(qt.detach()),
+                _normaliser.max_row_norm(kt.detach())]
 
     fields = contract.agree(comm, OP, _FIELDS, check, _SAME, _LABELS)
     qt, kt, vt, bt = checked["q"], checked["k"], checked["v"], checked["beta"]
@@ -197,9 +198,13 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None
     dtype = compute_dtype(vt.dtype)
     bt = torch.ones(qt.shape[:3], dtype=qt.dtype, device=qt.device) if bt is None else bt
     qb, kb, vb, bb = (to_bhtd(x, dtype) for x in (qt, kt, vt, bt))
-    flash = _flash_path((qb if write == "q" else kb).detach(), kb.detach(), vb, kernel, write_scale)
-    setup = _Setup(comm, Plan(tuple(int(f["T"]) for f in fields), schedule.SPLITS), write, kernel, write_scale,
-                   read_scale, checked["chunk"], flash)
+    q_norm, k_norm = (max(f[name] for f in fields) for name in ("max |q|", "max |k|"))
+    # impl's _flash_path on the whole sequence: the fused op only where its lse is exact (scores bounded)
+    write_flash = _flash_applies(kb, vb, kernel) and _normaliser.lse_is_exact(
+        write_scale, q_norm if write == "q" else k_norm, k_norm, dtype)
+    read_flash = _normaliser.lse_is_exact(read_scale, q_norm, k_norm, dtype)
+    setup = _Setup(comm, Plan(tuple(int(f["T"]) for f in fields), schedule.SPLITS), write, checked["chunk"],
+                   Blocks(kernel, write_scale, write_flash), Blocks("softmax", read_scale, read_flash))
     if tracked:
         o: Tensor = _DistributedDeltaFormer.apply(qb, kb, vb, bb, setup)  # type: ignore[no-untyped-call]
     else:

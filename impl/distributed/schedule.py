@@ -100,7 +100,7 @@ def forward_messages(plan: Plan, j: int, r: int, *, K: int, V: int) -> list[Mess
     """The forward's messages between ranks j < r, in the order both ranks issue them.
 
     Row data (w and q rows for the key owner's share) go first, then the key data (k_j, u_j), then the key owner's
-    results (fold statistics and read-out partial outputs: V columns and the row log-sum-exp).
+    results (fold statistics and read-out partial outputs: V columns and the rows' (shift, sum) normaliser).
     """
     L = plan.lengths[r]
     fold_h, read_h = plan.owner_rows("fold", r, j), plan.owner_rows("readout", r, j)
@@ -112,24 +112,24 @@ def forward_messages(plan: Plan, j: int, r: int, *, K: int, V: int) -> list[Mess
     if fold_h > 0 or read_h > 0:
         messages += [Message("keys", j, r, plan.lengths[j], K), Message("values", j, r, plan.lengths[j], V)]
     if fold_h < L:
-        messages.append(Message("fold_result", j, r, L - fold_h, V + 1))
+        messages.append(Message("fold_result", j, r, L - fold_h, V + 2))
     if read_h < L:
-        messages.append(Message("readout_result", j, r, L - read_h, V + 1))
+        messages.append(Message("readout_result", j, r, L - read_h, V + 2))
     return messages
 
 
 def backward_messages(plan: Plan, j: int, r: int, *, K: int, V: int) -> list[Message]:
     """The backward's messages between ranks j < r, in the order both ranks issue them.
 
-    Read-out block: rank r's rows (q, dO, o, lse) to rank j; key data (k_j, u_j) to rank r; dq of j's share back
-    to r; (dk_j, du_j) of r's share back to j. Then the write-pass block: rank r's rows (w, dO_w, r_w, lse_w) to
+    Read-out block: rank r's rows (q, dO, o, normaliser) to rank j; key data (k_j, u_j) to rank r; dq of j's share back
+    to r; (dk_j, du_j) of r's share back to j. Then the write-pass block: rank r's rows (w, dO_w, r_w, normaliser) to
     rank j; (dk_j, dv_j) of r's share to j; dw of j's share back to r.
     """
     L = plan.lengths[r]
     read_h, cross_h = plan.owner_rows("readout_grad", r, j), plan.owner_rows("cross_grad", r, j)
     messages = []
     if read_h < L:
-        messages.append(Message("readout_rows", r, j, L - read_h, K + 2 * V + 1))
+        messages.append(Message("readout_rows", r, j, L - read_h, K + 2 * V + 2))
     if read_h > 0 or cross_h > 0:
         messages += [Message("keys", j, r, plan.lengths[j], K), Message("values", j, r, plan.lengths[j], V)]
     if read_h < L:
@@ -137,7 +137,7 @@ def backward_messages(plan: Plan, j: int, r: int, *, K: int, V: int) -> list[Mes
     if read_h > 0:
         messages.append(Message("readout_key_grads", r, j, plan.lengths[j], K + V))
     if cross_h < L:
-        messages.append(Message("cross_rows", r, j, L - cross_h, K + 2 * V + 1))
+        messages.append(Message("cross_rows", r, j, L - cross_h, K + 2 * V + 2))
     if cross_h > 0:
         messages.append(Message("cross_key_grads", r, j, plan.lengths[j], K + V))
     if cross_h < L:

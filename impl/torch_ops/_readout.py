@@ -7,7 +7,11 @@ Function that adds what the fused op lacks:
 - any real ``scale``: the fused causal op returns NaN for scale <= 0 (its causal mask does not survive a
   non-positive scale), so scale < 0 runs as (-q, -scale) and scale = 0 as (0, 1), both exactly the same scores;
 - a double backward: with ``create_graph=True`` the backward is computed by dense, differentiable torch ops
-  (``_dense_backward``, O(T^2) memory), because the fused op's backward has no derivative.
+  (``_dense_backward``, O(T^2) memory), because the fused op's backward has no derivative;
+- huge logits: the fused backward weighs by exp(S - lse) with the lse its forward returned, which rounds log(sum)
+  away once the scores reach about 1 / unit roundoff (e.g. scale 1e39; ``impl._normaliser.lse_is_exact``); there
+  the backward is ``_dense_backward`` too (its softmax divides by the row sum). The forward stays fused: the op
+  normalises internally by a running (max, sum).
 
 Elsewhere (other devices, K != V): ``functional.scaled_dot_product_attention`` on the same positive-scale
 (q, scale), with its own autograd.
@@ -20,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.nn import functional
+
+from impl import _normaliser
 
 __all__ = ["causal_softmax_attention", "positive_scale"]
 
@@ -52,6 +58,8 @@ class _CpuCausalAttention(torch.autograd.Function):
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q_pos, k, v, 0.0, True, scale=s_pos)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.scale = scale
+        ctx.lse_exact = _normaliser.lse_is_exact(scale, _normaliser.max_row_norm(q), _normaliser.max_row_norm(k),
+                                                 q.dtype)
         result: Tensor = out
         return result
 
@@ -59,7 +67,7 @@ class _CpuCausalAttention(torch.autograd.Function):
     def backward(ctx: Any, d_out: Tensor) -> tuple[Tensor | None, ...]:
         q, k, v, out, lse = ctx.saved_tensors
         scale = ctx.scale
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or not ctx.lse_exact:
             dq, dk, dv = _dense_backward(q, k, v, d_out, scale)
             return dq, dk, dv, None
         q_pos, s_pos = positive_scale(q, scale)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from impl import _normaliser
 from impl._nonfinite import split_nonfinite
 from impl._write_kernels import get as get_write_kernel
 from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd, varlen_map
@@ -74,15 +75,13 @@ def _flash_path(w: Tensor, k: Tensor, v: Tensor, kernel: str, scale: float) -> b
 
     The bound: every score |scale w_t . k_j| <= |scale| max_t |w_t| max_j |k_j| = B (Cauchy-Schwarz). The flash path
     weighs the prefix by exp(lse_prefix - m), and the fused op's lse carries an absolute rounding error of about
-    |lse| u (u the unit roundoff); it is used only while B u <= FLASH_LSE_ROUNDING. Beyond (huge logits, e.g.
+    |lse| u (u the unit roundoff); it is used only while B u <= ``_normaliser.LSE_ROUNDING``. Beyond (huge logits, e.g.
     scale 1e39), lse = m + log(sum) can round log(sum) away entirely and the prefix weight would be off by up to a
     factor T; the matmul path normalises by dividing by the row sum and stays exact there.
     """
     if not _flash_applies(w, v, kernel):
         return False
-    bound = abs(scale) * float(torch.linalg.vector_norm(w, dim=-1).amax()) * float(
-        torch.linalg.vector_norm(k, dim=-1).amax())
-    return bound * torch.finfo(w.dtype).eps / 2 <= FLASH_LSE_ROUNDING
+    return _normaliser.lse_is_exact(scale, _normaliser.max_row_norm(w), _normaliser.max_row_norm(k), w.dtype)
 
 
 def _flash(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool = False) -> tuple[Tensor, Tensor]:
@@ -112,10 +111,6 @@ def _strict_mask(rows: int, cols: int, offset: int, device: torch.device) -> Ten
 SHIFT_SLACK = 20.0
 """How far (in natural-log units) the cheap softmax shift may sit above the prefix log-sum-exp before the exact
 strictly-lower row max is computed instead; see ``_softmax_with_prefix``."""
-
-FLASH_LSE_ROUNDING = 2.0**-11
-"""The largest rounding error (score bound times unit roundoff) the flash path's log-sum-exp may carry (fp16's unit
-roundoff: far below any change a user would see, far above the scores of ordinary inputs); see ``_flash_path``."""
 
 
 def _strict_lower_rowmax(scores: Tensor) -> Tensor:
@@ -168,7 +163,7 @@ class _MatmulChunk:
     kappa_1 and its score gradient come from the write-kernel record (``impl._write_kernels``); the softmax is
     normalised by dividing by the row sum, and the backward recomputes P exactly as the forward did (no lse).
     Except for rows whose softmax normaliser also covers keys before this sequence (``_u_forward``'s ``prefix``,
-    impl.distributed): their saved whole-row lse gives P = exp(S - lse), and their row term dO . r."""
+    impl.distributed): their saved whole-row normaliser (``_normaliser``) gives P, and their row term dO . r."""
 
     def __init__(self, w: Tensor, k: Tensor, kernel: str, scale: float, s: int, e: int) -> None:
         self.w_c, self.k, self.scale, self.s, self.e = w[:, :, s:e], k, scale, s, e
@@ -184,18 +179,18 @@ class _MatmulChunk:
         acc = torch.matmul(P[..., :s], u[:, :, :s]) if s > 0 else None
         return P[..., s:], acc, None
 
-    def row_lse(self) -> Tensor:
-        """The row log-sum-exp of the admissible scores (-inf for a row with none): the softmax normaliser of this
-        block's P, for merging it with keys before this sequence (``_merge_prefix``)."""
-        return torch.logsumexp(self.scores.masked_fill(self.mask, _NEG_INF), dim=-1)
+    def row_normaliser(self) -> Tensor:
+        """The (shift, sum) normaliser of this block's softmax P over the admissible scores ((-inf, 0) for a row
+        with none), for merging it with keys before this sequence (``_merge_prefix``)."""
+        return _normaliser.from_scores(self.scores, self.mask)
 
-    def probs_for_backward(self, lse_c: Tensor | None) -> Tensor:
-        """P [.., c, e], recomputed from the scores exactly as in the forward; given the whole-row ``lse_c``
-        (softmax with keys before this sequence), exp(S - lse_c) instead."""
-        if lse_c is None:
+    def probs_for_backward(self, norm_c: Tensor | None) -> Tensor:
+        """P [.., c, e], recomputed from the scores exactly as in the forward; given the whole-row normaliser
+        ``norm_c`` (softmax with keys before this sequence), the weights under it instead."""
+        if norm_c is None:
             return self.kernel.weights(self.scores, self.mask)
         self.outside_keys = True
-        return torch.exp(self.scores - lse_c[..., None]).masked_fill_(self.mask, 0.0)
+        return _normaliser.probs(self.scores, norm_c, self.mask)
 
     def diagonal(self, P: Tensor) -> Tensor:
         """The in-chunk block P_in of ``probs_for_backward``'s P."""
@@ -227,25 +222,27 @@ class _FlashChunk:
         self.scores = torch.matmul(self.w_c, k[:, :, s:e].transpose(-1, -2)).mul_(scale)
 
     def forward(self, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """(P_in [.., c, c], acc [.., c, V] or None when s = 0, row lse [.., c] for softmax). Consumes the scores."""
+        """(P_in [.., c, c], acc [.., c, V] or None when s = 0, row normaliser [.., c, 2] for softmax: (lse, 1),
+        exact on this path's bounded scores). Consumes the scores."""
         s = self.s
         if s == 0:
             if self.kernel == "softmax":
                 P_in, lse = _softmax_first_chunk(self.scores)
-                return P_in, None, lse
+                return P_in, None, _normaliser.from_lse(lse)
             return self.scores.exp_().tril_(-1), None, None
         o_prefix, lse_prefix = _flash(self.w_c, self.k[:, :, :s], u[:, :, :s], self.scale)
         if self.kernel == "softmax":
-            return _softmax_with_prefix(self.scores, o_prefix, lse_prefix)
+            P_in, acc, lse = _softmax_with_prefix(self.scores, o_prefix, lse_prefix)
+            return P_in, acc, _normaliser.from_lse(lse)
         return self.scores.exp_().tril_(-1), o_prefix * torch.exp(lse_prefix)[..., None], None
 
-    def probs_for_backward(self, lse_c: Tensor | None) -> Tensor:
-        """The in-chunk P [.., c, c] from the saved lse: exp(S - lse) then tril_; a row with lse = -inf (row 0 of
-        the first chunk) becomes +inf before tril_ zeroes it, as it has no strictly-lower entry. Consumes the
-        scores."""
+    def probs_for_backward(self, norm_c: Tensor | None) -> Tensor:
+        """The in-chunk P [.., c, c] from the saved normaliser: exp(S - lse) then tril_ (lse exact on this path's
+        bounded scores); a row with lse = -inf (row 0 of the first chunk) becomes +inf before tril_ zeroes it, as
+        it has no strictly-lower entry. Consumes the scores."""
         if self.kernel == "softmax":
-            assert lse_c is not None
-            self.scores.sub_(lse_c[..., None])
+            assert norm_c is not None
+            self.scores.sub_(_normaliser.to_lse(norm_c)[..., None])
         return self.scores.exp_().tril_(-1)
 
     def diagonal(self, P: Tensor) -> Tensor:
@@ -281,52 +278,54 @@ def _solve_unit_lower(A: Tensor, rhs: Tensor, *, transpose: bool) -> Tensor:
     return x_t.transpose(-1, -2)
 
 
-def _merge_prefix(P_in: Tensor, acc: Tensor | None, lse: Tensor | None, prefix_acc: Tensor,
-                  prefix_lse: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(P_in, acc, lse) of one chunk with an earlier segment's contribution to its rows merged in.
+def _merge_prefix(P_in: Tensor, acc: Tensor | None, norm: Tensor | None, prefix_acc: Tensor,
+                  prefix_norm: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(P_in, acc, normaliser) of one chunk with an earlier segment's contribution to its rows merged in.
 
     ``prefix_acc`` [.., c, V] is that segment's sum_j kappa_1(w_t, k_j) u_j for the linear, round and exp kernels
-    (added to acc); for softmax it is the segment's normalised output and ``prefix_lse`` [.., c] its row
-    log-sum-exp (finite: the segment has keys), merged by the online-softmax rule: lse' = logaddexp(lse, lse_pre),
-    P_in' = P_in exp(lse - lse'), acc' = acc exp(lse - lse') + prefix_acc exp(lse_pre - lse'). The scale factors are
-    at most 1, so nothing the merged normaliser needs can underflow that did not already. ``P_in`` is overwritten.
+    (added to acc); for softmax it is the segment's normalised output and ``prefix_norm`` [.., c, 2] its row
+    normaliser (``_normaliser``: a (shift, sum) pair, exact at any logits), merged by the online-softmax rule with
+    the chunk's own: P_in' = a P_in, acc' = a acc + b prefix_acc, a + b = 1 the two parts' shares of the merged
+    normaliser. The shares are at most 1, so nothing the merged normaliser needs can underflow that did not
+    already. ``P_in`` is overwritten.
     """
-    if prefix_lse is None:
-        return P_in, prefix_acc if acc is None else acc + prefix_acc, lse
-    assert lse is not None
-    merged = torch.logaddexp(lse, prefix_lse)
-    own = torch.exp(lse - merged)[..., None]
-    from_prefix = prefix_acc * torch.exp(prefix_lse - merged)[..., None]
-    return P_in.mul_(own), from_prefix if acc is None else torch.addcmul(from_prefix, acc, own), merged
+    if prefix_norm is None:
+        return P_in, prefix_acc if acc is None else acc + prefix_acc, norm
+    assert norm is not None
+    merged, own, from_prefix = _normaliser.merge(norm, prefix_norm)
+    own = own[..., None]
+    weighted = prefix_acc * from_prefix[..., None]
+    return P_in.mul_(own), weighted if acc is None else torch.addcmul(weighted, acc, own), merged
 
 
 def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int,
                for_backward: bool = True, flash: bool | None = None,
                prefix: tuple[Tensor, Tensor | None] | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """u, r = P u (the write-attention output) and the row lse (flash path, softmax) for [B, H, T, *] inputs.
+    """u, r = P u (the write-attention output) and the row normaliser (softmax, on the flash path or with a
+    ``prefix``: ``_normaliser``, [B, H, T, 2]) for [B, H, T, *] inputs.
 
-    r and lse are what the backward needs; without ``for_backward`` they are not computed (None). ``flash``: which
-    chunk algorithm; None: ``_flash_path`` of these inputs (the callers decide once per call and pass it, so the
-    forward and the backward of one call agree). ``prefix``: the contribution of keys *before* this sequence
-    (``_merge_prefix``'s (prefix_acc, prefix_lse) for all T rows), as impl.distributed passes for a later shard;
-    r and lse (then saved on both paths for softmax) cover those keys too, which is all ``_u_backward`` needs to
-    give this sequence's pairs their exact gradients.
+    r and the normaliser are what the backward needs; without ``for_backward`` they are not computed (None).
+    ``flash``: which chunk algorithm; None: ``_flash_path`` of these inputs (the callers decide once per call and
+    pass it, so the forward and the backward of one call agree). ``prefix``: the contribution of keys *before* this
+    sequence (``_merge_prefix``'s (prefix_acc, prefix_norm) for all T rows), as impl.distributed passes for a later
+    shard; r and the normaliser (then saved on both paths for softmax) cover those keys too, which is all
+    ``_u_backward`` needs to give this sequence's pairs their exact gradients.
     """
     flash = _flash_path(w, k, v, kernel, scale) if flash is None else flash
     T = w.shape[2]
     u = torch.empty_like(v)
     r = torch.empty_like(v) if for_backward else None
-    saves_lse = kernel == "softmax" and for_backward and (flash or prefix is not None)
-    lse = torch.empty_like(beta) if saves_lse else None
+    saves_norm = kernel == "softmax" and for_backward and (flash or prefix is not None)
+    norm = beta.new_empty(*beta.shape, 2) if saves_norm else None
     for s in range(0, T, chunk_size):
         e = min(s + chunk_size, T)
         chunk = _chunk(flash, w, k, kernel, scale, s, e)
-        P_in, acc, lse_c = chunk.forward(u)
+        P_in, acc, norm_c = chunk.forward(u)
         if prefix is not None:
             if isinstance(chunk, _MatmulChunk) and kernel == "softmax":
-                lse_c = chunk.row_lse()
-            P_in, acc, lse_c = _merge_prefix(P_in, acc, lse_c, prefix[0][:, :, s:e],
-                                             None if prefix[1] is None else prefix[1][:, :, s:e])
+                norm_c = chunk.row_normaliser()
+            P_in, acc, norm_c = _merge_prefix(P_in, acc, norm_c, prefix[0][:, :, s:e],
+                                              None if prefix[1] is None else prefix[1][:, :, s:e])
         beta_c = beta[:, :, s:e, None]
         rhs = v[:, :, s:e] if acc is None else torch.addcmul(v[:, :, s:e], beta_c, acc, value=-1.0)
         u_c = _solve_unit_lower(beta_c * P_in if for_backward else P_in.mul_(beta_c), rhs, transpose=False)
@@ -334,10 +333,10 @@ def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale
         if r is not None:
             in_chunk = torch.matmul(P_in, u_c)
             r[:, :, s:e] = in_chunk if acc is None else acc + in_chunk
-        if lse is not None:
-            assert lse_c is not None
-            lse[:, :, s:e] = lse_c
-    return u, r, lse
+        if norm is not None:
+            assert norm_c is not None
+            norm[:, :, s:e] = norm_c
+    return u, r, norm
 
 
 class _FlashColumns:
@@ -345,19 +344,19 @@ class _FlashColumns:
 
     When the reverse chunk walk reaches chunk [s, e), every later row's output gradient dO = -beta X is known, so
     one fused attention backward with queries w[e:], keys k[s:e], values u[s:e] and the saved full-row statistics
-    (r, lse: softmax's normaliser term uses dO . r over *all* earlier keys) gives this chunk's keys and values
-    their whole gradient from later rows (dk[s:e], and g[s:e] += dv before X[s:e] is solved) and the later rows'
-    dw contribution from these keys. The same pairs as a row-by-row walk, but the large outputs of each call are
-    one [T - e, K] block instead of two [s, *] blocks (dk and dv of the whole prefix): about half the memory
-    traffic. The exp kernel is unnormalised: lse = 0 and no normaliser term (r replaced by 0).
+    (r, and lse from the saved normaliser: softmax's normaliser term uses dO . r over *all* earlier keys) gives
+    this chunk's keys and values their whole gradient from later rows (dk[s:e], and g[s:e] += dv before X[s:e] is
+    solved) and the later rows' dw contribution from these keys. The same pairs as a row-by-row walk, but the large
+    outputs of each call are one [T - e, K] block instead of two [s, *] blocks (dk and dv of the whole prefix):
+    about half the memory traffic. The exp kernel is unnormalised: lse = 0 and no normaliser term (r replaced by 0).
     """
 
-    def __init__(self, w: Tensor, k: Tensor, u: Tensor, r: Tensor, lse: Tensor | None, kernel: str,
+    def __init__(self, w: Tensor, k: Tensor, u: Tensor, r: Tensor, norm: Tensor | None, kernel: str,
                  scale: float) -> None:
         self.w, self.k, self.u, self.scale = w, k, u, scale
         if kernel == "softmax":
-            assert lse is not None
-            self.r, self.lse = r, lse
+            assert norm is not None
+            self.r, self.lse = r, _normaliser.to_lse(norm)
         else:
             self.r, self.lse = torch.zeros_like(r), torch.zeros_like(r[..., 0])
         self.d_out = torch.empty_like(u)
@@ -373,7 +372,7 @@ class _FlashColumns:
         g[:, :, s:e] += dv_p
 
 
-def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r: Tensor, lse: Tensor | None,
+def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r: Tensor, norm: Tensor | None,
                 kernel: str, scale: float, chunk_size: int,
                 flash: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dw, dk, dv, dbeta) by the reverse chunk walk; ``flash`` as in ``_u_forward`` (it must be the forward's)."""
@@ -384,13 +383,13 @@ def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r
     dv = torch.empty_like(u)
     dbeta = torch.empty_like(beta)
     g = grad_u.clone()
-    columns = _FlashColumns(w, k, u, r, lse, kernel, scale) if flash else None
+    columns = _FlashColumns(w, k, u, r, norm, kernel, scale) if flash else None
     for s in reversed(range(0, T, chunk_size)):
         e = min(s + chunk_size, T)
         if columns is not None:
             columns.backward(s, e, dw, dk, g)
         block = _chunk(flash, w, k, kernel, scale, s, e)
-        P = block.probs_for_backward(None if lse is None else lse[:, :, s:e])
+        P = block.probs_for_backward(None if norm is None else norm[:, :, s:e])
         beta_c = beta[:, :, s:e, None]
         X = _solve_unit_lower(beta_c * block.diagonal(P), g[:, :, s:e], transpose=True)
         dv[:, :, s:e] = X
@@ -433,26 +432,26 @@ class DeltaFormerU(torch.autograd.Function):
     def forward(ctx: Any, w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float,
                 chunk_size: int) -> Tensor:
         flash = _flash_path(w, k, v, kernel, scale)
-        u, r, lse = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size,
+        u, r, norm = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size,
                                              flash=flash), w, k, v, beta)
         assert u is not None
-        ctx.save_for_backward(w, k, u, beta, r, lse)
+        ctx.save_for_backward(w, k, u, beta, r, norm)
         ctx.options = (kernel, scale, chunk_size, flash)
         return u
 
     @staticmethod
     def backward(ctx: Any, grad_u: Tensor) -> tuple[Tensor | None, ...]:
-        w, k, u, beta, r, lse = ctx.saved_tensors
+        w, k, u, beta, r, norm = ctx.saved_tensors
         kernel, scale, chunk_size, flash = ctx.options
         if torch.is_grad_enabled():
             return *_u_dense_backward(grad_u, w, k, u, beta, kernel, scale), None, None, None
         grads = over_head_groups(partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size, flash=flash),
-                                 grad_u.contiguous(), w, k, u, beta, r, lse)
+                                 grad_u.contiguous(), w, k, u, beta, r, norm)
         return *grads, None, None, None
 
 
 def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int) -> Tensor:
-    """DF.4 with autograd when a gradient can flow; otherwise the forward alone, without r and lse."""
+    """DF.4 with autograd when a gradient can flow; otherwise the forward alone, without r and the normaliser."""
     if torch.is_grad_enabled() and any(x.requires_grad for x in (w, k, v, beta)):
         out: Tensor = DeltaFormerU.apply(  # type: ignore[no-untyped-call]
             w, k, v, beta, kernel, scale, chunk_size)
