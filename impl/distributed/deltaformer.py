@@ -97,12 +97,14 @@ def _forward(setup: _Setup, q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
     links = _open(setup, q, v.shape[-1], forward_messages, _FORWARD_TAGS)
     prefix_fold.send_fold_rows(links, plan, r, w)
     ring_readout.send_readout_rows(links, plan, r, q)
+    remote = ring_readout.expect_readout_results(links, plan, r, v)
     prefix, kept = prefix_fold.fold_earlier(links, plan, r, w, v, setup.write_pass)
     u, r_w, norm_w = _local_u(setup, w, k, v, beta, prefix, for_backward)
+    links.tick()
     _send_keys_to_later(links, plan, r, k, u, ("fold", "readout"))
     prefix_fold.help_later_folds(links, plan, r, k, u, setup.write_pass)
     ring_readout.readout_for_later(links, plan, r, k, u, setup.readout)
-    o, norm_o = ring_readout.readout_own_rows(links, plan, r, q, k, u, kept, setup.readout)
+    o, norm_o = ring_readout.readout_own_rows(links, plan, r, q, k, u, kept, remote, setup.readout)
     links.finish()
     return o, norm_o, u, r_w, norm_w
 
@@ -114,7 +116,8 @@ def _backward(setup: _Setup, d_o: Tensor, q: Tensor, k: Tensor, beta: Tensor, u:
     w = q if setup.write == "q" else k
     links = _open(setup, q, u.shape[-1], backward_messages, _BACKWARD_TAGS)
     ring_readout.send_readout_grad_rows(links, plan, r, q, d_o, o, norm_o)
-    _send_keys_to_later(links, plan, r, k, u, ("readout_grad", "cross_grad"))
+    dq_remote = ring_readout.expect_readout_dq(links, plan, r, q)
+    links.tick()
     dq, dk, g = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(u)
     ring_readout.readout_grad_for_later(links, plan, r, k, u, dk, g, setup.readout)
     kept = ring_readout.readout_grad_own_rows(links, plan, r, q, k, u, d_o, o, norm_o, dq, dk, g, setup.readout)
@@ -125,10 +128,12 @@ def _backward(setup: _Setup, d_o: Tensor, q: Tensor, k: Tensor, beta: Tensor, u:
                 chunk_size=setup.chunk_size, flash=setup.write_pass.flash),
         g, w, k, u, beta, r_w, norm_w)
     assert dw is not None and dk_local is not None and dv is not None and dbeta is not None
+    links.tick()
     prefix_fold.cross_grads_as_row_owner(links, plan, r, w, -beta[..., None] * dv, r_w, norm_w, kept, dw,
                                          setup.write_pass)
-    ring_readout.receive_readout_dq(links, plan, r, dq)
+    links.drain()
     links.finish()
+    dq += dq_remote
     dk += dk_local
     if setup.write == "q":
         dq += dw

@@ -60,6 +60,7 @@ def fold_earlier(links: Links, plan: Plan, r: int, w: Tensor, like: Tensor,
             result = links[j].recv("fold_result")
             out, norm = unpack(result, [like.shape[-1], 2])
             stats.add(slice(h, plan.lengths[r]), out, norm if stats.norm is not None else None)
+        links.tick()
     return as_prefix(stats, how.kernel), kept
 
 
@@ -70,6 +71,7 @@ def help_later_folds(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, how
             rows = links[later].recv("fold_rows")
             out, norm = block_forward(rows, k, u, how)
             links[later].send("fold_result", pack(out, _no_normaliser(out) if norm is None else norm))
+            links.tick()
 
 
 def receive_cross_grads(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, dk: Tensor, g: Tensor, *,
@@ -91,6 +93,7 @@ def receive_cross_grads(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, 
             dk_part, dv_part = unpack(links[later].recv("cross_key_grads"), [k.shape[-1], V])
             dk += dk_part
             g += dv_part
+        links.tick()
 
 
 def cross_grads_as_row_owner(links: Links, plan: Plan, r: int, w: Tensor, d_out: Tensor, r_w: Tensor,
@@ -112,6 +115,7 @@ def cross_grads_as_row_owner(links: Links, plan: Plan, r: int, w: Tensor, d_out:
                                              how)
         dw[:, :, :h] += dw_part
         links[j].send("cross_key_grads", pack(dk_j, dv_j))
+        links.tick()
     for j in range(r):
         if plan.helped("cross_grad", r, j):
             dw[:, :, plan.owner_rows("cross_grad", r, j):] += links[j].recv("cross_dw")

@@ -1,9 +1,11 @@
-"""The read-out across shards: causal softmax attention of q over (k, u), merged by log-sum-exp, and its backward.
+"""The read-out across shards: causal softmax attention of q over (k, u), merged by the online-softmax rule, and its
+backward.
 
 Forward, rank r's rows: its diagonal block (causal) plus one block per earlier shard j. The key owner j computes
 the rows [h, L_r) of block (r, j) as soon as u_j is final (rank j is then idle: its own rows wait for nothing but
 its own u) and sends the partial output and normaliser; rank r computes rows [0, h) itself (``schedule``: h = 0
-except on the adjacent pair). Rank r merges all blocks in rank order, then its diagonal block.
+except on the adjacent pair). Rank r merges the key owners' partials as they arrive (in rank order, between its
+other blocks of work: ``links.Links.expect``), then its own shares, then its diagonal block.
 
 Backward: with the merged output o and normaliser, each block's gradient is exact on its own
 (``blocks.block_backward``). The key owner computes its share of every later shard's block (it receives q, dO, o
@@ -13,21 +15,42 @@ assembled on rank j without waiting for any later shard's solve.
 
 from __future__ import annotations
 
+from functools import partial
+
+import torch
 from torch import Tensor
 
 from impl._nonfinite import split_nonfinite
 from impl.distributed.blocks import Blocks, RowStats, block_backward, block_forward
-from impl.distributed.links import Links, pack, recv_keys, unpack
+from impl.distributed.links import Links, pack, recv_keys, send_keys, unpack
 from impl.distributed.schedule import Plan
 
-__all__ = ["readout_for_later", "readout_grad_for_later", "readout_grad_own_rows", "readout_own_rows",
-           "receive_readout_dq", "receive_readout_key_grads", "send_readout_grad_rows", "send_readout_rows"]
+__all__ = ["expect_readout_dq", "expect_readout_results", "readout_for_later", "readout_grad_for_later",
+           "readout_grad_own_rows", "readout_own_rows", "receive_readout_key_grads", "send_readout_grad_rows",
+           "send_readout_rows"]
 
 def send_readout_rows(links: Links, plan: Plan, r: int, q: Tensor) -> None:
     """Rows of q that earlier ranks read out for rank r (the key owners' shares)."""
     for j in range(r):
         if plan.helped("readout", r, j):
             links[j].send("readout_rows", q[:, :, plan.owner_rows("readout", r, j):])
+
+
+def expect_readout_results(links: Links, plan: Plan, r: int, like: Tensor) -> RowStats:
+    """The key owners' partial read-outs of rank r's rows, merged into the returned statistics as they arrive (in
+    rank order, ``Links.expect``), so that no key owner holds its partial until rank r's pass ends. ``like``:
+    [B, H, L_r, V]."""
+    stats = RowStats(like, "softmax")
+    for j in range(r):
+        if plan.helped("readout", r, j):
+            links.expect(j, "readout_result", partial(_merge_partial, stats, slice(plan.owner_rows("readout", r, j),
+                                                                                   plan.lengths[r])))
+    return stats
+
+
+def _merge_partial(stats: RowStats, rows: slice, message: Tensor) -> None:
+    out, norm = unpack(message, [message.shape[-1] - 2, 2])
+    stats.add(rows, out, norm)
 
 
 def readout_for_later(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, how: Blocks) -> None:
@@ -38,13 +61,14 @@ def readout_for_later(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, ho
             out, norm = block_forward(rows, k, u, how)
             assert norm is not None
             links[later].send("readout_result", pack(out, norm))
+            links.tick()
 
 
 def readout_own_rows(links: Links, plan: Plan, r: int, q: Tensor, k: Tensor, u: Tensor,
-                     kept: dict[int, tuple[Tensor, Tensor]], how: Blocks) -> tuple[Tensor, Tensor]:
-    """(o, normaliser) of rank r's rows: its own blocks first (diagonal and row-owner shares), then the key owners'
-    shares as they arrive; merged in rank order with the diagonal block last (the same order on every run)."""
-    L, V = q.shape[2], u.shape[-1]
+                     kept: dict[int, tuple[Tensor, Tensor]], remote: RowStats, how: Blocks) -> tuple[Tensor, Tensor]:
+    """(o, normaliser) of rank r's rows: ``remote`` (the key owners' shares, ``expect_readout_results``; the rest
+    merged here as they arrive), then rank r's own shares of earlier blocks, then the diagonal block (the same
+    order on every run)."""
     # an overflowed u_j must not turn the masked (zero) weights of earlier rows into NaN: impl's split_nonfinite
     values, overflow = split_nonfinite(u, dim=2)
     diagonal = block_forward(q, k, values, how, causal=True)
@@ -54,17 +78,12 @@ def readout_own_rows(links: Links, plan: Plan, r: int, q: Tensor, k: Tensor, u: 
         if h > 0:
             k_j, u_j = kept[j]
             own[j] = block_forward(q[:, :, :h], k_j, u_j, how)
-    stats = RowStats(diagonal[0], how.kernel)
-    for j in range(r):
-        h = plan.owner_rows("readout", r, j)
-        if h > 0:
-            stats.add(slice(0, h), *own.pop(j))
-        if h < L:
-            out, norm = unpack(links[j].recv("readout_result"), [V, 2])
-            stats.add(slice(h, L), out, norm)
-    stats.add(slice(0, L), *diagonal)
-    assert stats.norm is not None
-    return (stats.out if overflow is None else stats.out + overflow), stats.norm
+    links.drain()
+    for j, (out, norm) in own.items():
+        remote.add(slice(0, plan.owner_rows("readout", r, j)), out, norm)
+    remote.add(slice(0, q.shape[2]), *diagonal)
+    assert remote.norm is not None
+    return (remote.out if overflow is None else remote.out + overflow), remote.norm
 
 
 def send_readout_grad_rows(links: Links, plan: Plan, r: int, q: Tensor, d_out: Tensor, out: Tensor,
@@ -76,17 +95,32 @@ def send_readout_grad_rows(links: Links, plan: Plan, r: int, q: Tensor, d_out: T
             links[j].send("readout_rows", pack(*(x[:, :, h:] for x in (q, d_out, out, norm))))
 
 
+def expect_readout_dq(links: Links, plan: Plan, r: int, q: Tensor) -> Tensor:
+    """The key owners' shares of dq for rank r's rows, summed (in rank order) as they arrive into the returned
+    buffer (``Links.expect``)."""
+    dq = torch.zeros_like(q)
+    for j in range(r):
+        if plan.helped("readout_grad", r, j):
+            links.expect(j, "readout_dq", dq[:, :, plan.owner_rows("readout_grad", r, j):].add_)
+    return dq
+
+
 def readout_grad_for_later(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, dk: Tensor, du: Tensor,
                            how: Blocks) -> None:
-    """Rank r's share (as key owner) of the later shards' read-out backward: dq goes back, dk and du stay."""
+    """Rank r's share (as key owner) of the later shards' read-out backward: dq goes back, dk and du stay; then
+    (k_r, u_r) to each later rank that computes rows over them in the backward. Latest rank first: a later rank
+    sends its rows to every earlier one, so it has the most rows in flight; taking them first frees them first."""
     K, V = k.shape[-1], u.shape[-1]
-    for later in range(r + 1, plan.world):
+    for later in reversed(range(r + 1, plan.world)):
         if plan.helped("readout_grad", later, r):
             q_rows, d_rows, o_rows, norm_rows = unpack(links[later].recv("readout_rows"), [K, V, V, 2])
             dq, dk_part, du_part = block_backward(d_rows, q_rows, k, u, o_rows, norm_rows, how)
             links[later].send("readout_dq", dq)
             dk += dk_part
             du += du_part
+        if plan.key_data_needed(later, r, ("readout_grad", "cross_grad")):
+            send_keys(links[later], k, u)
+        links.tick()
 
 
 def readout_grad_own_rows(links: Links, plan: Plan, r: int, q: Tensor, k: Tensor, u: Tensor, d_out: Tensor,
@@ -122,10 +156,3 @@ def receive_readout_key_grads(links: Links, plan: Plan, r: int, dk: Tensor, du: 
             dk_part, du_part = unpack(links[later].recv("readout_key_grads"), [K, du.shape[-1]])
             dk += dk_part
             du += du_part
-
-
-def receive_readout_dq(links: Links, plan: Plan, r: int, dq: Tensor) -> None:
-    """Add the key owners' shares of dq for rank r's rows."""
-    for j in range(r):
-        if plan.helped("readout_grad", r, j):
-            dq[:, :, plan.owner_rows("readout_grad", r, j):] += links[j].recv("readout_dq")

@@ -121,19 +121,20 @@ def forward_messages(plan: Plan, j: int, r: int, *, K: int, V: int) -> list[Mess
 def backward_messages(plan: Plan, j: int, r: int, *, K: int, V: int) -> list[Message]:
     """The backward's messages between ranks j < r, in the order both ranks issue them.
 
-    Read-out block: rank r's rows (q, dO, o, normaliser) to rank j; key data (k_j, u_j) to rank r; dq of j's share back
-    to r; (dk_j, du_j) of r's share back to j. Then the write-pass block: rank r's rows (w, dO_w, r_w, normaliser) to
-    rank j; (dk_j, dv_j) of r's share to j; dw of j's share back to r.
+    Read-out block: rank r's rows (q, dO, o, normaliser) to rank j and dq of j's share back to r (first, so that
+    rank r can post its receive at once and merge it when it arrives: the key owner frees it early); then the key
+    data (k_j, u_j) to rank r (rank j sends it after its share of the block) and (dk_j, du_j) of r's share back to
+    j. Then the write-pass block: rank r's rows (w, dO_w, r_w, normaliser) to rank j; (dk_j, dv_j) of r's share to
+    j; dw of j's share back to r.
     """
     L = plan.lengths[r]
     read_h, cross_h = plan.owner_rows("readout_grad", r, j), plan.owner_rows("cross_grad", r, j)
     messages = []
     if read_h < L:
-        messages.append(Message("readout_rows", r, j, L - read_h, K + 2 * V + 2))
+        messages += [Message("readout_rows", r, j, L - read_h, K + 2 * V + 2),
+                     Message("readout_dq", j, r, L - read_h, K)]
     if read_h > 0 or cross_h > 0:
         messages += [Message("keys", j, r, plan.lengths[j], K), Message("values", j, r, plan.lengths[j], V)]
-    if read_h < L:
-        messages.append(Message("readout_dq", j, r, L - read_h, K))
     if read_h > 0:
         messages.append(Message("readout_key_grads", r, j, plan.lengths[j], K + V))
     if cross_h < L:
