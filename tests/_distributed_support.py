@@ -269,6 +269,47 @@ def _overflow_runs(rank: int, world: int) -> dict[str, dict[str, Tensor | None]]
     return out
 
 
+def _link_behaviour(rank: int) -> dict[str, bool]:
+    """Two ranks: rank 0 sends message "a" and drops its own reference; rank 1 takes "a" through the inbox (merged
+    by ``Links.tick`` alone, no blocking receive), then sends "b". Records whether rank 0's tensor was freed before
+    rank 0's link finished (only its waiting thread could free it), and whether rank 1's tick merged "a"."""
+    import gc
+    import weakref
+
+    from impl.distributed.links import Link, Links
+    from impl.distributed.schedule import Message
+
+    group = dist.group.WORLD
+    assert group is not None
+    messages = [Message("a", 0, 1, 2, 3), Message("b", 1, 0, 1, 1)]
+    link = Link(group, rank, 1 - rank, messages, shape=(1, 1), dtype=torch.float64, device=torch.device("cpu"),
+                timeout=datetime.timedelta(seconds=OP_TIMEOUT_S), tag_base=1000)
+    links = Links({1 - rank: link})
+    seen: dict[str, bool] = {}
+    deadline = time.monotonic() + 10.0
+    if rank == 0:
+        tensor = torch.ones(1, 1, 2, 3, dtype=torch.float64)
+        freed = weakref.ref(tensor)
+        link.send("a", tensor)
+        del tensor
+        link.recv("b")
+        while freed() is not None and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.01)
+        seen["sent tensor freed before finish"] = freed() is None
+    else:
+        merged: list[Tensor] = []
+        links.expect(0, "a", lambda message: merged.append(message.sum()))
+        while not merged and time.monotonic() < deadline:
+            links.tick()
+            time.sleep(0.01)
+        seen["merged by tick"] = bool(merged) and float(merged[0]) == 6.0
+        links.drain()
+        link.send("b", torch.zeros(1, 1, 1, 1, dtype=torch.float64))
+    links.finish()
+    return seen
+
+
 def _errors(rank: int, world: int) -> dict[str, tuple[str, str]]:
     """Each bad-input scenario's (exception class, message) on this rank (or ("", "") if nothing was raised)."""
     import impl.distributed as idist
@@ -325,6 +366,8 @@ def run_group(rank: int, world: int, init_file: str, out_dir: str, errors: bool)
             for case in deltaformer_cases(world) + delta_rule_cases(world):
                 results[case.name] = _run_case(case, rank, lengths)
             results |= _huge_logit_runs(rank, world) | _overflow_runs(rank, world)
+            if world == 2:
+                results["links"] = _link_behaviour(rank)
             if world == 3:
                 for problem in spec_problems():
                     result = check_case(_distributed_public_op(problem.op, rank, lengths), problem)
