@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from proofs_checks.differential import certified
 from proofs_checks.differential.compare import HarnessError
 from proofs_checks.differential.isolate import load_target
 from proofs_checks.differential.ops import KERNELS, OPS, WRITES
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the report (with the coverage summary) as JSON")
     parser.add_argument("--isolate", action="store_true",
                         help="run each case in a child process (a crash becomes a failing case)")
+    parser.add_argument("--certified", action="store_true",
+                        help="bound the spec reference's own error on the reported cases, by interval arithmetic")
     args = parser.parse_args(argv)
     dtypes = _names(parser, "--dtypes", args.dtypes, DTYPES)
     chunk_sizes = None
@@ -94,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"harness error: {error}", file=sys.stderr)
         return 2
     print(summary.report())
+    if args.certified:
+        reported = [(f"failure {i}", f.result) for i, f in enumerate(summary.failures, 1) if f.result is not None]
+        reported += [("worst", summary.worst)] if summary.worst is not None and not summary.failures else []
+        print(certified.report([(label, case.problem, case.budgets) for label, case in reported if case]))
     if args.json is not None:
         args.json.write_text(json.dumps(summary.to_json(), indent=2, default=str) + "\n")
     return 0 if summary.passed else 1

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor
 
 from spec import deltaformer as spec_df
+from spec import precision
 from spec import updates as spec_updates
-from spec._types import F64
+from spec._types import F64, Array
 
 __all__ = ["KERNELS", "OPS", "WRITES", "Op", "ScoreBlock", "WriteHead", "record"]
 
@@ -32,8 +33,9 @@ KERNELS: tuple[str, ...] = spec_df.KERNELS
 WRITES: tuple[str, ...] = ("k", "q")
 """DeltaFormer write vectors: the paper's k-k similarity, the public code's q-k."""
 
-SpecHead = Callable[..., tuple[F64, F64 | None]]
-"""(inputs of one head {name: [T, D] or [T]}, state [K, V] or None, **options) -> (o [T, V], state or None)."""
+SpecHead = Callable[..., tuple[Array, Array | None]]
+"""(inputs of one head {name: [T, D] or [T]}, state [K, V] or None, **options) -> (o [T, V], state or None), in
+the number type of the inputs (float64, mpmath, or mpmath.iv intervals: the spec is precision-generic)."""
 ControlSequence = Callable[..., tuple[Tensor, Tensor | None]]
 """(inputs of one sequence {name: [T, H, D] or [T, H]}, state [H, K, V] or None, **options) -> (o, state)."""
 
@@ -107,6 +109,14 @@ def _read_default(K: int, scale: float | None) -> float:
     return 1.0 / math.sqrt(K) if scale is None else scale
 
 
+def _read_scale(scale: float | None, like: Array) -> Any:
+    """The read-out (query) scale in the number type of ``like`` (spec side): the given one, or 1/sqrt(K) exactly
+    (an mpmath value or an interval enclosure when ``like`` holds those)."""
+    if scale is None:
+        return spec_df.default_scale("softmax", like.shape[-1], like)
+    return precision.scalar(scale, like)
+
+
 def _write_default(kernel: str, K: int, scale: float | None) -> float:
     return (1.0 if kernel in ("linear", "round") else 1.0 / math.sqrt(K)) if scale is None else scale
 
@@ -131,12 +141,13 @@ def _df_exp_scores(write: WriteHead) -> list[ScoreBlock]:
     return blocks
 
 
-def _df_u_spec(x: dict[str, F64], state: F64 | None, *, kernel: str, scale: float | None) -> tuple[F64, None]:
+def _df_u_spec(x: dict[str, Array], state: Array | None, *, kernel: str,
+               scale: float | None) -> tuple[Array, None]:
     return spec_df.deltaformer_u(x["w"], x["k"], x["v"], x["beta"], kernel=kernel, scale=scale), None
 
 
-def _df_attn_spec(x: dict[str, F64], state: F64 | None, *, write: str, kernel: str,
-                  scale: float | None) -> tuple[F64, None]:
+def _df_attn_spec(x: dict[str, Array], state: Array | None, *, write: str, kernel: str,
+                  scale: float | None) -> tuple[Array, None]:
     return spec_df.deltaformer_attn(x["q"], x["k"], x["v"], x["beta"], write=write, kernel=kernel, scale=scale), None
 
 
@@ -221,8 +232,8 @@ def _df_scales(kernel: str, K: int, p: int) -> tuple[float | None, ...]:
 
 # --- causal softmax attention (DF.8) --------------------------------------------------------------------------
 
-def _softmax_spec(x: dict[str, F64], state: F64 | None, *, scale: float | None) -> tuple[F64, None]:
-    return spec_df.causal_softmax_readout(x["q"], x["k"], x["v"], _read_default(x["q"].shape[-1], scale)), None
+def _softmax_spec(x: dict[str, Array], state: Array | None, *, scale: float | None) -> tuple[Array, None]:
+    return spec_df.causal_softmax_readout(x["q"], x["k"], x["v"], _read_scale(scale, x["q"])), None
 
 
 def _softmax_exp_scores(x: dict[str, F64], *, scale: float | None) -> list[ScoreBlock]:
@@ -235,30 +246,30 @@ def _softmax_control(x: dict[str, Tensor], state: Tensor | None, *, scale: float
 
 # --- stateful ops: the delta rule (UPD.3a) and linear attention (UPD.1a) ----------------------------------------
 
-def _initial(state: F64 | None, K: int, V: int) -> F64:
+def _initial(state: Array | None, K: int, V: int, like: Array) -> Array:
     """The paper's S_0 [V, K] from the impl state [K, V] (zeros when None)."""
-    return np.zeros((V, K)) if state is None else state.T
+    return precision.zeros((V, K), like) if state is None else state.T
 
 
-def _delta_spec(x: dict[str, F64], state: F64 | None, *, scale: float | None) -> tuple[F64, F64]:
+def _delta_spec(x: dict[str, Array], state: Array | None, *, scale: float | None) -> tuple[Array, Array]:
     q, k, v = x["q"], x["k"], x["v"]
     # the spec reads o_t = S_t q_t; the impl's scale multiplies q
-    o, S = spec_updates.deltanet_recurrent(_read_default(q.shape[-1], scale) * q, k, v, x["beta"],
-                                           _initial(state, k.shape[-1], v.shape[-1]))
+    o, S = spec_updates.deltanet_recurrent(_read_scale(scale, q) * q, k, v, x["beta"],
+                                           _initial(state, k.shape[-1], v.shape[-1], v))
     return o, S.T
 
 
-def _linear_spec(x: dict[str, F64], state: F64 | None, *, scale: float | None) -> tuple[F64, F64]:
+def _linear_spec(x: dict[str, Array], state: Array | None, *, scale: float | None) -> tuple[Array, Array]:
     q, k, v = x["q"], x["k"], x["v"]
-    o, S = spec_updates.linear_attention_recurrent(_read_default(q.shape[-1], scale) * q, k, v,
-                                                   _initial(state, k.shape[-1], v.shape[-1]))
+    o, S = spec_updates.linear_attention_recurrent(_read_scale(scale, q) * q, k, v,
+                                                   _initial(state, k.shape[-1], v.shape[-1], v))
     return o, S.T
 
 
 def _delta_residual(x: dict[str, F64], state: F64 | None, r: F64, *, scale: float | None) -> F64:
     """v_t = S_{t-1} k_t + r_t, so the delta rule's residual v_t - S_{t-1} k_t is r_t (UPD.3 step by step)."""
     k, beta = x["k"], x["beta"]
-    S = _initial(state, k.shape[-1], r.shape[-1])
+    S = _initial(state, k.shape[-1], r.shape[-1], r)
     v = np.empty_like(r)
     for t in range(len(r)):
         v[t] = S @ k[t] + r[t]
