@@ -1,7 +1,8 @@
 """CLI: ``python -m proofs_checks.differential module:function --op OP [options]``.
 
 The callable takes the arguments of ``impl.<op>`` (see ``proofs_checks.differential``). Declare what it supports
-(``--kernels``, ``--write``, ``--no-varlen``, ``--no-state``, ``--chunk-sizes``, ``--skip-unsupported``) and its
+(``--kernels``, ``--write``, ``--no-varlen``, ``--no-state``, ``--chunk-sizes``, ``--head-sizes``,
+``--same-head-size``, ``--skip-unsupported``) and its
 precision policy (``--compute-dtype``, ``--intermediates``); the summary says what was left out and why.
 
 Exit status: 0 every compared case agrees with the spec; 1 a case disagrees, the callable raised (or its process
@@ -34,6 +35,18 @@ def _names(parser: argparse.ArgumentParser, flag: str, text: str, known: Sequenc
     return names
 
 
+def _sizes(parser: argparse.ArgumentParser, flag: str, text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        sizes = tuple(int(c) for c in text.split(",") if c)
+    except ValueError:
+        parser.error(f"{flag} must be comma-separated integers, got {text!r}")
+    if not sizes or min(sizes) < 1:
+        parser.error(f"{flag} must be positive integers, got {text!r}")
+    return sizes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m proofs_checks.differential", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     capabilities.add_argument("--no-varlen", action="store_true", help="never pass cu_seqlens")
     capabilities.add_argument("--no-state", action="store_true", help="never pass initial_state")
     capabilities.add_argument("--chunk-sizes", help="comma-separated chunk sizes to draw (default: 1 to 100)")
+    capabilities.add_argument("--head-sizes", help="comma-separated head sizes K and V to draw (default: 1 to 16)")
+    capabilities.add_argument("--same-head-size", action="store_true", help="always V = K")
     capabilities.add_argument("--skip-unsupported", action="store_true",
                               help="count a case where the callable raises NotImplementedError as unsupported")
     precision = parser.add_argument_group("precision policy (what the error budget allows)")
@@ -71,18 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="bound the spec reference's own error on the reported cases, by interval arithmetic")
     args = parser.parse_args(argv)
     dtypes = _names(parser, "--dtypes", args.dtypes, DTYPES)
-    chunk_sizes = None
-    if args.chunk_sizes is not None:
-        try:
-            chunk_sizes = tuple(int(c) for c in args.chunk_sizes.split(",") if c)
-        except ValueError:
-            parser.error(f"--chunk-sizes must be comma-separated integers, got {args.chunk_sizes!r}")
-        if not chunk_sizes or min(chunk_sizes) < 1:
-            parser.error(f"--chunk-sizes must be positive integers, got {args.chunk_sizes!r}")
     declared = Capabilities(kernels=_names(parser, "--kernels", args.kernels, KERNELS),
                             writes=_names(parser, "--write", args.write, WRITES), varlen=not args.no_varlen,
-                            state=not args.no_state, chunk_sizes=chunk_sizes,
-                            skip_unsupported=args.skip_unsupported)
+                            state=not args.no_state, chunk_sizes=_sizes(parser, "--chunk-sizes", args.chunk_sizes),
+                            head_sizes=_sizes(parser, "--head-sizes", args.head_sizes),
+                            same_head_size=args.same_head_size, skip_unsupported=args.skip_unsupported)
     try:
         load_target(args.target)
     except (ImportError, AttributeError, ValueError) as error:

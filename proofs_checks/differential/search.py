@@ -10,6 +10,7 @@ each kind is kept, and the shrink pass (``shrink``) reduces each to the simplest
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -177,6 +178,11 @@ class RunSummary:
                 "failures": [f.to_json(self.target) for f in self.failures]}
 
 
+def _message_key(text: str) -> str:
+    """The last line of an exception's text with its numbers replaced by #, for counting."""
+    return re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", text.strip().splitlines()[-1])[:160]
+
+
 def _note_key(note: str) -> str:
     """A note without its case-specific numbers, for counting."""
     return note.split(" (", maxsplit=1)[0]
@@ -225,7 +231,7 @@ def run(fn: Callable[..., object] | str, op: str, *, examples: int = 50, seed: i
             summary.drawn += 1
         kind = kind_of(outcome)
         if isinstance(outcome, Raised) and kind is None:
-            summary.unsupported[outcome.text.strip().splitlines()[-1][:160]] += 1
+            summary.unsupported[_message_key(outcome.text)] += 1
             return
         if isinstance(outcome, CaseResult):
             if outcome.skipped:

@@ -15,12 +15,16 @@ import itertools
 from collections.abc import Callable, Iterator
 
 from proofs_checks.differential.ops import record
-from proofs_checks.differential.strategies import LONG_CHUNKS, SHORT_CHUNKS, Capabilities, Problem
+from proofs_checks.differential.strategies import (
+    HEAD_SIZES,
+    LONG_CHUNKS,
+    SHORT_CHUNKS,
+    VALUE_SIZES,
+    Capabilities,
+    Problem,
+)
 
 __all__ = ["candidates", "shrink_problem"]
-
-SIZES = (1, 2, 3, 4, 8, 16)
-"""Head sizes tried, smallest first."""
 
 
 def _lengths_below(n: int, chunk: int) -> list[int]:
@@ -68,9 +72,10 @@ def candidates(problem: Problem, *, dtypes: tuple[str, ...], capabilities: Capab
             yield replace(p, B=1)
     for H in range(1, p.H):
         yield replace(p, H=H)
-    for K in (k for k in SIZES if k < p.K):
-        yield replace(p, K=K)
-    for V in (v for v in SIZES if v < p.V):
+    sizes = sorted(set(capabilities.head_sizes or HEAD_SIZES + VALUE_SIZES))
+    for K in (k for k in sizes if k < p.K):
+        yield replace(p, K=K, V=K) if capabilities.same_head_size else replace(p, K=K)
+    for V in (v for v in sizes if v < p.V and not capabilities.same_head_size):
         yield replace(p, V=V)
     for chunk in sorted(c for c in (capabilities.chunk_sizes or SHORT_CHUNKS + LONG_CHUNKS) if c < p.chunk_size):
         yield replace(p, chunk_size=chunk)

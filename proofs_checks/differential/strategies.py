@@ -58,6 +58,10 @@ SHORT_CHUNKS: tuple[int, ...] = (1, 2, 3, 4, 5, 8, 16, 31, 64)
 """Chunk sizes drawn with short sequences (most do not divide T)."""
 LONG_CHUNKS: tuple[int, ...] = (16, 31, 64, 100)
 """Chunk sizes drawn with long sequences (several chunks, the last one partial unless T happens to divide)."""
+HEAD_SIZES: tuple[int, ...] = (1, 2, 3, 4, 8, 16)
+"""Key sizes K drawn (the "gap" regime draws from those >= 8: well-separated random directions need room)."""
+VALUE_SIZES: tuple[int, ...] = (1, 2, 5, 8)
+"""Value sizes V drawn when V != K (half the time)."""
 CANCEL_SMALL = 2.0**-12
 """The size of the small residual rows of the "cancel" regime: below float16's unit roundoff (2^-11)."""
 READOUT_GAP = 30.0
@@ -68,8 +72,10 @@ READOUT_GAP = 30.0
 class Capabilities:
     """What a kernel declares it supports; the harness draws only such cases and says what it left out.
 
-    ``chunk_sizes`` None: the harness's own pools (``SHORT_CHUNKS``, ``LONG_CHUNKS``). ``skip_unsupported``: a
-    kernel that raises NotImplementedError on a case is counted as unsupported (listed in the summary), not failed.
+    ``chunk_sizes`` / ``head_sizes`` None: the harness's own pools (``SHORT_CHUNKS``, ``LONG_CHUNKS``;
+    ``HEAD_SIZES``, ``VALUE_SIZES``). ``same_head_size``: V = K always (kernels with one head size D).
+    ``skip_unsupported``: a kernel that raises NotImplementedError on a case is counted as unsupported (listed in
+    the summary), not failed.
     """
 
     kernels: tuple[str, ...] = KERNELS
@@ -77,6 +83,8 @@ class Capabilities:
     varlen: bool = True
     state: bool = True
     chunk_sizes: tuple[int, ...] | None = None
+    head_sizes: tuple[int, ...] | None = None
+    same_head_size: bool = False
     skip_unsupported: bool = False
 
     def __post_init__(self) -> None:
@@ -84,8 +92,9 @@ class Capabilities:
             unknown = [c for c in chosen if c not in known]
             if unknown or not chosen:
                 raise ValueError(f"{name} must be a non-empty subset of {', '.join(known)}, got {chosen!r}")
-        if self.chunk_sizes is not None and (not self.chunk_sizes or min(self.chunk_sizes) < 1):
-            raise ValueError(f"chunk_sizes must be positive integers, got {self.chunk_sizes!r}")
+        for name, sizes in (("chunk_sizes", self.chunk_sizes), ("head_sizes", self.head_sizes)):
+            if sizes is not None and (not sizes or min(sizes) < 1):
+                raise ValueError(f"{name} must be positive integers, got {sizes!r}")
 
     def not_checked(self, op: str) -> list[str]:
         """What these capabilities leave out of ``op``'s cases, one phrase each (empty: nothing)."""
@@ -101,6 +110,10 @@ class Capabilities:
             out.append("initial_state")
         if self.chunk_sizes is not None:
             out.append(f"chunk sizes other than {', '.join(map(str, self.chunk_sizes))}")
+        if self.head_sizes is not None:
+            out.append(f"head sizes other than {', '.join(map(str, self.head_sizes))}")
+        if self.same_head_size:
+            out.append("V != K")
         return out
 
 
@@ -322,8 +335,10 @@ def draw_problem(choose: Chooser, op: str, *, dtypes: tuple[str, ...] = ("float6
     values = choose.pick(("random",) * max(1, len(special)) + special)
     B = 1 if cu is not None else choose.integer(1, 2)
     H = choose.integer(1, 3)
-    K = choose.pick((8, 16) if values == "gap" else (1, 2, 3, 4, 8, 16))
-    V = K if choose.integer(0, 1) else choose.pick((1, 2, 5, 8))
+    keys = capabilities.head_sizes or HEAD_SIZES
+    K = choose.pick(tuple(k for k in keys if k >= 8) or keys if values == "gap" else keys)
+    same = capabilities.same_head_size or choose.integer(0, 1)
+    V = K if same else choose.pick(capabilities.head_sizes or VALUE_SIZES)
     betas = op_record.beta_regimes(kernel)
     beta_regime = choose.pick(betas) if betas else "unit"
     scale = choose.pick(op_record.scales(kernel, K, choose.integer(1, max(1, K // 2))))
@@ -369,11 +384,12 @@ def explicit_problems(op: str, *, dtypes: tuple[str, ...] = ("float64", "float32
     chunks = sorted(capabilities.chunk_sizes or (4,))
     C = next((c for c in chunks if c >= 2), chunks[0])
     kernel, write = capabilities.kernels[0], capabilities.writes[0]
+    D = max(capabilities.head_sizes or (16,))
 
     def case(dtype: str, T: int, seed: int, *, B: int = 1, cu: tuple[int, ...] | None = None, beta: str = "unit",
              values: str = "random", gap: float = 0.0) -> Problem:
-        return Problem(op=op, B=B, T=T, H=2, K=16, V=16, dtype=dtype, chunk_size=C, cu_seqlens=cu, kernel=kernel,
-                       write=write, beta_regime=beta, scale=op_record.scales(kernel, 16, 1)[0],
+        return Problem(op=op, B=B, T=T, H=2, K=D, V=D, dtype=dtype, chunk_size=C, cu_seqlens=cu, kernel=kernel,
+                       write=write, beta_regime=beta, scale=op_record.scales(kernel, D, 1)[0],
                        with_state=op_record.stateful and capabilities.state, seed=seed, values=values, gap=gap)
 
     lengths = (2 * C + 1, 1, C + 2)
