@@ -378,6 +378,19 @@ def test_other_ops_have_no_solve_term() -> None:
     assert solve_condition(problem, problem.arrays()) == 0.0
 
 
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: Problem("linear_attn", B=1, T=3, H=1, K=2, V=2, values="cancel"), "values must be one of random"),
+    (lambda: Problem("delta_rule", B=1, T=3, H=1, K=2, V=2, beta_regime="half"), "beta_regime must be one of"),
+    (lambda: Capabilities(kernels=("cubic",)), "kernels must be a non-empty subset"),
+    (lambda: Capabilities(chunk_sizes=(0, 16)), "chunk_sizes must be positive integers"),
+    (lambda: Precision(compute="float16"), "compute must be None or one of float64, float32"),
+    (lambda: Precision(intermediates="output"), "intermediates must be one of compute, input"),
+])
+def test_invalid_declarations_name_the_argument(make: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
 def test_broken_kernels_module_still_targets_impl() -> None:
     """The monkeypatching kernels of tests/broken_kernels.py patch names impl must still have."""
     assert callable(broken_kernels.torch_deltaformer._strict_mask)

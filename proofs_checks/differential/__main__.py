@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from proofs_checks.differential import certified
 from proofs_checks.differential.compare import HarnessError
 from proofs_checks.differential.isolate import load_target
@@ -82,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the report (with the coverage summary) as JSON")
     parser.add_argument("--isolate", action="store_true",
                         help="run each case in a child process (a crash becomes a failing case)")
+    parser.add_argument("--threads", type=int,
+                        help="torch intra-op threads (the cases are small: 1 is often faster on a busy machine)")
     parser.add_argument("--certified", action="store_true",
                         help="bound the spec reference's own error on the reported cases, by interval arithmetic")
     args = parser.parse_args(argv)
@@ -91,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             state=not args.no_state, chunk_sizes=_sizes(parser, "--chunk-sizes", args.chunk_sizes),
                             head_sizes=_sizes(parser, "--head-sizes", args.head_sizes),
                             same_head_size=args.same_head_size, skip_unsupported=args.skip_unsupported)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
     try:
         load_target(args.target)
     except (ImportError, AttributeError, ValueError) as error:

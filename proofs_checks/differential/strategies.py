@@ -62,6 +62,8 @@ HEAD_SIZES: tuple[int, ...] = (1, 2, 3, 4, 8, 16)
 """Key sizes K drawn (the "gap" regime draws from those >= 8: well-separated random directions need room)."""
 VALUE_SIZES: tuple[int, ...] = (1, 2, 5, 8)
 """Value sizes V drawn when V != K (half the time)."""
+BETA_REGIMES: tuple[str, ...] = ("unit", "two", "one", "near_two", "free")
+"""beta in (0.05, 1), (0.05, 1.95), exactly 1, in (1.9, 1.99), standard normal."""
 CANCEL_SMALL = 2.0**-12
 """The size of the small residual rows of the "cancel" regime: below float16's unit roundoff (2^-11)."""
 READOUT_GAP = 30.0
@@ -146,7 +148,14 @@ class Problem:
     input_names: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        names = record(self.op).inputs
+        op_record = record(self.op)
+        regimes = op_record.value_regimes(self.kernel)
+        if self.values not in regimes:
+            raise ValueError(f"values must be one of {', '.join(regimes)} for {self.op} with kernel "
+                             f"{self.kernel!r}, got {self.values!r}")
+        if self.beta_regime not in BETA_REGIMES:
+            raise ValueError(f"beta_regime must be one of {', '.join(BETA_REGIMES)}, got {self.beta_regime!r}")
+        names = op_record.inputs
         object.__setattr__(self, "input_names", (*names, "initial_state") if self.with_state else names)
 
     def options(self) -> dict[str, object]:
@@ -196,7 +205,8 @@ class Problem:
             n = head.rows.stop - head.rows.start
             directions = _unit(rng.standard_normal((n + 1, self.K)))
             cosines = directions @ directions.T - 2.0 * np.eye(n + 1)
-            # every score a row may attend to is <= D c, the dominant one is D: gap D (1 - c) >= self.gap
+            # every score a row may attend to is <= D c, the dominant one is D: gap D (1 - c) >= self.gap; c is
+            # capped at 0.9 (scores at most 10 x the gap), so with few dimensions a few rows get less than the gap
             c = min(float(cosines.max()), 0.9) if n > 0 else 0.0
             radius = math.sqrt(self.gap / (1.0 - c) / scale)
             head.inputs["k"][:] = radius * directions[:n]
@@ -205,7 +215,9 @@ class Problem:
     def _cancel(self, rng: np.random.Generator, out: dict[str, F64]) -> None:
         """Residuals r of size 1 or CANCEL_SMALL and v built from them: see the module docstring ("cancel")."""
         op_record = record(self.op)
-        assert op_record.residual is not None
+        residual = op_record.residual
+        if residual is None:  # excluded by __post_init__: "cancel" is a value regime only of ops with a residual
+            raise RuntimeError(f"{self.op} has no residual to cancel")
         aligned = self.op == "deltaformer_attn" and self.write == "k"
         for head in heads(out, op_record.inputs, self.cu_seqlens):
             x = head.inputs
@@ -221,7 +233,7 @@ class Problem:
             small = rng.uniform(size=(n, 1)) < 0.5
             small[0] = False
             r = rng.standard_normal(x["v"].shape) * np.where(small, CANCEL_SMALL, 1.0)
-            x["v"][:] = op_record.residual(x, head.state, r, **self.options())
+            x["v"][:] = residual(x, head.state, r, **self.options())
 
     def repro(self, target: str | None = None, *, grads: bool = True, precision: str | None = None) -> str:
         """A self-contained reproducer: the Problem and the calls that compare a kernel with the spec."""
