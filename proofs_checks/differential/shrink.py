@@ -28,8 +28,10 @@ __all__ = ["candidates", "shrink_problem"]
 
 
 def _lengths_below(n: int, chunk: int) -> list[int]:
-    """Sequence lengths below n, shortest first: 1..8, and those around one and two chunks (where chunk bugs live)."""
-    wanted = {*range(1, 9), chunk - 1, chunk, chunk + 1, 2 * chunk - 1, 2 * chunk + 1, n // 2, n - 1}
+    """Sequence lengths below n, shortest first: 1..8, those around one and two chunks (where chunk bugs live), and
+    n minus 1/2, 1/4, 1/8, 1/16 of it and minus 1 (so a failure that needs a long sequence still shrinks fast)."""
+    wanted = {*range(1, 9), chunk - 1, chunk, chunk + 1, 2 * chunk - 1, 2 * chunk + 1,
+              *(n - n // d for d in (2, 4, 8, 16)), n - 1}
     return sorted(t for t in wanted if 1 <= t < n)
 
 
@@ -111,12 +113,13 @@ def shrink_problem(problem: Problem, fails: Callable[[Problem], bool], *, dtypes
     """(the simplest failing problem found, the number of candidates checked); ``fails`` must be True for
     ``problem``."""
     checked = 0
+    passed: set[Problem] = set()  # candidates already seen not to fail (not checked twice)
     improved = True
     while improved and checked < budget:
         improved = False
         for simpler in candidates(problem, dtypes=dtypes, capabilities=capabilities):
             candidate = _normalised(simpler, capabilities)
-            if candidate == problem:
+            if candidate == problem or candidate in passed:
                 continue
             if checked >= budget:
                 break
@@ -124,4 +127,5 @@ def shrink_problem(problem: Problem, fails: Callable[[Problem], bool], *, dtypes
             if fails(candidate):
                 problem, improved = candidate, True
                 break
+            passed.add(candidate)
     return problem, checked

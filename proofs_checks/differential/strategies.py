@@ -45,12 +45,12 @@ import numpy as np
 from hypothesis import strategies as st
 
 from proofs_checks.differential.bridge import heads
-from proofs_checks.differential.ops import KERNELS, OPS, WRITES, record
+from proofs_checks.differential.ops import KERNELS, OPS, WRITES, record, round_scale
 from proofs_checks.differential.tolerances import round_to_dtype
 from spec._types import F64
 
 __all__ = ["DTYPES", "EVERYTHING", "KERNELS", "OPS", "WRITES", "Capabilities", "Chooser", "Problem", "draw_problem",
-           "explicit_problems", "problems", "round_to_dtype", "sample_problems"]
+           "explicit_problems", "problems", "round_scale", "round_to_dtype", "sample_problems"]
 
 X = TypeVar("X")
 DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
