@@ -206,17 +206,19 @@ class _ChunkedU:
         return self.scores.exp_().tril_(-1), o_prefix * torch.exp(lse_prefix)[..., None], None
 
     def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor,
-                 P_full: Tensor) -> None:
+                 P_full: Tensor, straight_through: bool = False) -> None:
         """Accumulate this chunk's score gradients into dw, dk and (matmul path) the prefix values' gradient into
         g[:, :, :s]. ``P_full`` is ``probs_for_backward``'s block. On the flash path only the in-chunk block is done
-        here; the pairs (row of this chunk, earlier key) are done column by column by ``_FlashColumns``."""
+        here; the pairs (row of this chunk, earlier key) are done column by column by ``_FlashColumns``.
+        The round kernel passes no score gradient (round' = 0 almost everywhere) unless ``straight_through``, which
+        takes round' as 1: the linear kernel's score gradient, evaluated at the rounded forward."""
         s, e, kernel, scale = self.s, self.e, self.kernel, self.scale
         row_dot = (d_out * r_c).sum(-1) if kernel == "softmax" else None
         if not self.flash:
             assert self.mask is not None
             if s > 0:
                 g[:, :, :s] += torch.matmul(P_full[..., :s].transpose(-1, -2), d_out)
-            if kernel == "round":
+            if kernel == "round" and not straight_through:
                 return
             dP = torch.matmul(d_out, u[:, :, :e].transpose(-1, -2))
             dS = _block_score_grad(P_full, dP, self.mask, kernel, row_dot).mul_(scale)
@@ -317,7 +319,8 @@ class _FlashColumns:
 
 
 def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r: Tensor, lse: Tensor | None,
-                kernel: str, scale: float, chunk_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                kernel: str, scale: float, chunk_size: int,
+                straight_through: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     T = w.shape[2]
     dw = torch.zeros_like(w)
     dk = torch.zeros_like(k)
@@ -341,7 +344,7 @@ def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r
         d_out = -beta_c * X
         if columns is not None:
             columns.d_out[:, :, s:e] = d_out
-        block.backward(u, r_c, d_out, dw, dk, g, P)
+        block.backward(u, r_c, d_out, dw, dk, g, P, straight_through)
     return dw, dk, dv, dbeta
 
 
@@ -350,29 +353,30 @@ class DeltaFormerU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float,
-                chunk_size: int) -> Tensor:
+                chunk_size: int, straight_through: bool = False) -> Tensor:
         u, r, lse = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size),
                                      w, k, v, beta)
         assert u is not None
         ctx.save_for_backward(w, k, u, beta, r, lse)
-        ctx.options = (kernel, scale, chunk_size)
+        ctx.options = (kernel, scale, chunk_size, straight_through)
         return u
 
     @staticmethod
     def backward(ctx: Any, grad_u: Tensor) -> tuple[Tensor | None, ...]:
         w, k, u, beta, r, lse = ctx.saved_tensors
-        kernel, scale, chunk_size = ctx.options
+        kernel, scale, chunk_size, straight_through = ctx.options
         dw, dk, dv, dbeta = over_head_groups(
-            partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size),
+            partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size, straight_through=straight_through),
             grad_u.contiguous(), w, k, u, beta, r, lse)
-        return dw, dk, dv, dbeta, None, None, None
+        return dw, dk, dv, dbeta, None, None, None, None
 
 
-def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int) -> Tensor:
+def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int,
+            straight_through: bool = False) -> Tensor:
     """DF.4 with autograd when a gradient can flow; otherwise the forward alone, without r and lse."""
     if torch.is_grad_enabled() and any(x.requires_grad for x in (w, k, v, beta)):
         out: Tensor = DeltaFormerU.apply(  # type: ignore[no-untyped-call]
-            w, k, v, beta, kernel, scale, chunk_size)
+            w, k, v, beta, kernel, scale, chunk_size, straight_through)
         return out
     u = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size, for_backward=False),
                          w, k, v, beta)[0]
@@ -381,23 +385,25 @@ def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: f
 
 
 def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float, chunk_size: int,
-                  cu_seqlens: Tensor | None) -> Tensor:
+                  cu_seqlens: Tensor | None, straight_through: bool = False) -> Tensor:
     """Torch backend of ``impl.deltaformer_u``: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
 
     Implements spec.deltaformer.deltaformer_u (DF.1) per (batch, head) by the chunked form DF.4.
+    ``straight_through`` (round kernel): the backward takes round' = 1 (see ``_ChunkedU.backward``).
     """
     dtype = compute_dtype(v.dtype)
 
     def run(w_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         u = _u_bhtd(to_bhtd(w_, dtype), to_bhtd(k_, dtype), to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    scale, chunk_size)
+                    scale, chunk_size, straight_through)
         return from_bhtd(u, v.dtype)
 
     return varlen_map(run, cu_seqlens, w, k, v, beta)
 
 
 def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: str, kernel: str,
-                     scale: float | None, chunk_size: int, cu_seqlens: Tensor | None) -> Tensor:
+                     scale: float | None, chunk_size: int, cu_seqlens: Tensor | None,
+                     straight_through: bool = False) -> Tensor:
     """Torch backend of ``impl.deltaformer_attn``: o = causal_softmax(read_scale Q K^T) U, U from DF.4.
 
     Implements spec.deltaformer.deltaformer_attn (DF.9). ``scale`` None: the write kernel's default
@@ -412,7 +418,7 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: st
     def run(q_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         qb, kb = to_bhtd(q_, dtype), to_bhtd(k_, dtype)
         u = _u_bhtd(qb if write == "q" else kb, kb, to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    write_scale, chunk_size)
+                    write_scale, chunk_size, straight_through)
         o = functional.scaled_dot_product_attention(qb, kb, u, is_causal=True, scale=read_scale)
         return from_bhtd(o, v.dtype)
 
