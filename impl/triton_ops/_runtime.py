@@ -10,7 +10,6 @@ configuration that spills or fails to compile cannot be selected unseen.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,13 +17,15 @@ from typing import Any
 import torch
 from triton.testing import do_bench
 
+from impl._backend import interpreter_enabled
+
 __all__ = ["HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions", "interpreting",
            "next_power_of_2"]
 
 
 def interpreting() -> bool:
-    """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton runs kernels through its CPU interpreter (``impl._backend.interpreter_enabled``)."""
+    return interpreter_enabled()
 
 
 def next_power_of_2(n: int) -> int:
