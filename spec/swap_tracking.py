@@ -289,6 +289,17 @@ def decode_swap_tokens(tokens: Any, n: int, layout: str = "pair") -> tuple[Ints,
     return _swaps("tokens (decoded swaps)", body[:-1].reshape(-1, 2), n), last
 
 
+def _token_inputs(codes: Any, swaps: Any, values: Any) -> tuple[Array, Ints, Array]:
+    """Validated (codes [n, d_k], swaps [T, 2], values [n, d_v]; one-hot when None) in one number type."""
+    codes = _codes("codes", codes)
+    n = codes.shape[0]
+    swaps = _swaps("swaps", swaps, n)
+    values = precision.eye(n, codes) if values is None else _validate.matrix("values", values, rows=n,
+                                                                              rows_of="codes")
+    codes, values = _validate.unify(codes, values)
+    return codes, swaps, values
+
+
 def swap_tokens(codes: Any, swaps: Any, values: Any = None) -> tuple[Array, Array]:
     """SWAP.4 [literature]: keys k = (e_0, ..., e_{n-1}, e_{a_1} - e_{b_1}, ...), values (f_0, ..., f_{n-1}, 0, ...).
 
@@ -302,12 +313,7 @@ def swap_tokens(codes: Any, swaps: Any, values: Any = None) -> tuple[Array, Arra
     Returns:
         (K [n + T, d_k], V [n + T, d_v]) in the number type of the inputs.
     """
-    codes = _codes("codes", codes)
-    n = codes.shape[0]
-    swaps = _swaps("swaps", swaps, n)
-    values = precision.eye(n, codes) if values is None else _validate.matrix("values", values, rows=n,
-                                                                              rows_of="codes")
-    codes, values = _validate.unify(codes, values)
+    codes, swaps, values = _token_inputs(codes, swaps, values)
     K = np.concatenate([codes, codes[swaps[:, 0]] - codes[swaps[:, 1]]], axis=0)
     V = np.concatenate([values, precision.zeros((swaps.shape[0], values.shape[1]), values)], axis=0)
     return K, V
@@ -504,12 +510,7 @@ def softmax_tracker_tokens(codes: Any, swaps: Any, values: Any = None) -> tuple[
     Returns:
         (W, K [n + 4T, d_k], V [n + 4T, d_v]) in the number type of the inputs.
     """
-    codes = _codes("codes", codes)
-    n = codes.shape[0]
-    swaps = _swaps("swaps", swaps, n)
-    values = precision.eye(n, codes) if values is None else _validate.matrix("values", values, rows=n,
-                                                                              rows_of="codes")
-    codes, values = _validate.unify(codes, values)
+    codes, swaps, values = _token_inputs(codes, swaps, values)
     e_a, e_b = codes[swaps[:, 0]], codes[swaps[:, 1]]
     per_swap_w = np.stack([-e_b, e_a, -e_b, 2 * e_b], axis=1).reshape(-1, codes.shape[1])
     per_swap_k = np.stack([e_a, e_b, e_a, e_b], axis=1).reshape(-1, codes.shape[1])

@@ -37,15 +37,15 @@ d_k = 64, n in {8, 16}; curriculum 32 -> 64 -> 128 -> 256 swaps at 1024 tokens p
 FIG4_QUICK = replace(FIG4, ns=(8,), train=replace(FIG4.train, steps=400), eval_count=64)
 
 BEYOND_DK = SweepConfig(ns=(4, 8, 16, 32), models=ALL_MODELS, train_lens=(32, 64), eval_lens=(64, 128),
-                        eval_count=256, model=ModelConfig(width=64, layers=1, heads=1, head_dim=8,
+                        eval_count=128, model=ModelConfig(width=64, layers=1, heads=1, head_dim=8,
                                                           deltanet_beta="sigmoid2"),
-                        train=TrainConfig(steps=1500, batch=32, lr=1e-2), seeds=3, log_every=20, target=0.9,
+                        train=TrainConfig(steps=1000, batch=32, lr=1e-2), seeds=3, log_every=20, target=0.9,
                         preset="beyond-dk")
 """n past the key dimension: every model with one head of d_k = 8 (residual width 64), n in {d_k/2, d_k, 2 d_k,
 4 d_k}; DeltaNet with beta in (0, 2) (it can reach the reflection); curriculum 32 -> 64 swaps (64 > n ln n / 2
 for n = 32); held-out at 64 (trained) and 128 swaps."""
 
-BEYOND_DK_QUICK = replace(BEYOND_DK, ns=(4, 16), train=replace(BEYOND_DK.train, steps=500), eval_count=128)
+BEYOND_DK_QUICK = replace(BEYOND_DK, ns=(4, 16), train=replace(BEYOND_DK.train, steps=400), eval_count=64)
 
 PAPER = SweepConfig(ns=(5, 16, 32, 64, 128),
                     models=("transformer", "deltanet", "deltaformer-linear", "deltaformer-round-ste",
