@@ -40,8 +40,8 @@ def accuracy_vs_n(result: SweepResult, path: Path) -> None:
             high = np.array([r.mean if r.ci_high is None else r.ci_high for r in rows])
             ax.errorbar([r.n for r in rows], means, yerr=[means - low, high - means], marker="o", capsize=3,
                         label=name)
-        ax.plot(ns, [base[(n, length)].one_hop for n in ns], "k--", lw=1, label="one-hop shortcut")
-        ax.plot(ns, [base[(n, length)].chance for n in ns], "k:", lw=1, label="chance 1/n")
+        ax.plot(ns, [base[(n, length)].one_hop for n in ns], "k--", marker="x", lw=1, label="one-hop shortcut")
+        ax.plot(ns, [base[(n, length)].chance for n in ns], "k:", marker="_", lw=1, label="chance 1/n")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
         if config.model.d_k <= max(ns):
@@ -51,8 +51,8 @@ def accuracy_vs_n(result: SweepResult, path: Path) -> None:
                       else "n (objects)")
         ax.set_title(f"seq_len = {length}" + (f" (trained up to {config.train_len})"), fontsize=10)
         ax.grid(alpha=0.3)
-    seeds = f"mean and 95% CI over {config.seeds} seeds" if config.seeds > 1 else "one seed"
-    axes[0][0].set_ylabel(f"accuracy, positions L/2..L ({seeds})")
+    seeds = f"mean, 95% CI, {config.seeds} seeds" if config.seeds > 1 else "one seed"
+    axes[0][0].set_ylabel(f"held-out accuracy ({seeds})")
     axes[0][-1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

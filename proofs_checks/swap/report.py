@@ -136,6 +136,22 @@ def text_table(result: SweepResult) -> str:
     return "\n".join(lines + _footer(result))
 
 
+def _stability_rows(result: SweepResult) -> list[str]:
+    """Per (model, n) over seeds: final loss (mean [95% CI]), steps to target per seed, spikes, divergences."""
+    rows = ["| model | n | final loss | steps to target (per seed) | loss spikes (sum) | diverged |",
+            "|---|---:|---:|---|---:|---:|"]
+    for name in result.config.models:
+        for n in result.config.ns:
+            cells = [c for c in result.cells if c.model == name and c.n == n]
+            mean, low, high = mean_ci([c.final_loss for c in cells])
+            loss = f"{mean:.3f}" if low is None or high is None else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+            targets = ", ".join("-" if c.steps_to_target is None else str(c.steps_to_target) for c in cells)
+            diverged = sum(c.diverged_at is not None for c in cells)
+            rows.append(f"| {name} | {n} | {loss} | {targets} | {sum(c.loss_spikes for c in cells)} | "
+                        f"{diverged}/{len(cells)} |")
+    return rows
+
+
 def _training_rows(result: SweepResult) -> list[str]:
     rows = ["| model | n | seed | final loss | diverged at | steps to target | loss spikes | seconds (CPU) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -169,8 +185,8 @@ def markdown_report(result: SweepResult, figures: list[str]) -> str:
     lines += [line for line in _footer(result)[:-1]] + [""]
     lines += ["## Training", "", f"Steps to target: first step at which the accuracy of the fresh training batches "
               f"(before their update), averaged over the last {config.log_every} steps, reached {config.target} "
-              f"(- never). Loss spikes: see proofs_checks/swap/train.py.", ""] if config.log_every else \
-        ["## Training", ""]
+              f"(- never). Loss spikes: see proofs_checks/swap/train.py.", "", *_stability_rows(result), ""] \
+        if config.log_every else ["## Training", ""]
     lines += _training_rows(result)
     lines += [""] + [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
