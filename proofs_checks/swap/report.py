@@ -144,7 +144,7 @@ def _stability_rows(result: SweepResult) -> list[str]:
         for n in result.config.ns:
             cells = [c for c in result.cells if c.model == name and c.n == n]
             mean, low, high = mean_ci([c.final_loss for c in cells])
-            loss = f"{mean:.3f}" if low is None or high is None else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+            loss = f"{mean:.3f}" if low is None or high is None else f"{mean:.3f} [{max(0.0, low):.3f}, {high:.3f}]"
             targets = ", ".join("-" if c.steps_to_target is None else str(c.steps_to_target) for c in cells)
             diverged = sum(c.diverged_at is not None for c in cells)
             rows.append(f"| {name} | {n} | {loss} | {targets} | {sum(c.loss_spikes for c in cells)} | "
