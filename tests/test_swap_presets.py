@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from proofs_checks.swap import __main__ as cli
 from proofs_checks.swap import data as swap_data
@@ -91,6 +92,12 @@ def test_the_paper_cpu_estimate_multiplies_measured_step_times() -> None:
     total, per_step = presets.paper_cpu_estimate(tiny, timed_steps=1)
     assert len(per_step) == 2 and all(s > 0 for s in per_step)
     assert total == pytest.approx(2 * 2 * 3 * (5 * per_step[0] + 5 * per_step[1]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a CUDA device")
+def test_device_cuda_without_a_gpu_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--quick", "--device", "cuda", "--n", "3"]) == 2
+    assert "--device cuda but torch sees no CUDA device" in capsys.readouterr().err
 
 
 def test_explicit_options_override_the_preset() -> None:
