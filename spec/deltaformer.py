@@ -3,7 +3,8 @@
 One head, paper layout: w, k, q [T, d_k]; v, u, o [T, d_v]; beta [T]. Two stages:
 
 1. write (DF.1): u_t = v_t - beta_t * sum_{j<t} kappa_1(w_t, k_j) u_j, with kappa_1 one of
-   ``softmax`` (exp normalised over j < t, as the public code), ``exp``, ``linear``, ``round``;
+   ``softmax`` (exp normalised over j < t: the public implementation's kernel [code], the default here as in
+   flash-linear-attention), or the paper's three: ``exp``, ``linear``, ``round`` [paper];
 2. read (DF.8): o_t = sum_{j<=t} softmax_{j<=t}(scale * q_t^T k_j) u_j, causal softmax attention over (q, k, u).
 
 The write stage has five equivalent forms, deliberately independent of each other (they share no code beyond
@@ -16,7 +17,9 @@ the write-score matrix P, so each one checks the others; do not merge them):
 - ``deltaformer_u_inverse_by_squaring``  (I + A)^{-1} = (I - A)(I + A^2)(I + A^4)...               (DF.6)
 
 Every function runs in float64 or, given mpmath object arrays (``spec.precision.to_mp``), at the working mpmath
-precision, through the same code.
+precision, or, given interval arrays (``spec.precision.to_interval``), as the certified oracle returning an
+enclosure of the exact result, through the same code (the round kernel raises ``IntervalAmbiguityError`` when an
+interval contains a half-integer).
 
     >>> import numpy as np
     >>> k = np.eye(3); v = np.arange(6.0).reshape(3, 2)
@@ -31,7 +34,6 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import mpmath
 import numpy as np
 
 from spec import _validate, kernels, precision
@@ -62,12 +64,18 @@ KERNELS: tuple[WriteKernel, ...] = ("softmax", "exp", "linear", "round")
 def default_scale(kernel: str, d: int, like: Array) -> Any:
     """The scale used when ``scale=None``: 1/sqrt(d) for softmax/exp, 1 for linear/round.
 
+    Provenance: 1/sqrt(d) for softmax is the public implementation's [code]; for exp it is our choice [derived]
+    (the same scale as softmax, whose normaliser it drops; the paper gives none); 1 for linear and round is ours
+    [derived] (the paper writes them unscaled).
+
     In the number type of ``like``, so an mpmath run uses 1/sqrt(d) to the working precision, not its float64
-    rounding.
+    rounding, and an interval run an enclosure of 1/sqrt(d).
     """
+    one = precision.scalar(1, like)
     if kernel in ("linear", "round"):
-        return mpmath.mpf(1) if precision.is_mp(like) else 1.0
-    return 1 / mpmath.sqrt(d) if precision.is_mp(like) else 1 / math.sqrt(d)
+        return one
+    root: Any = precision.sqrt(np.array([precision.scalar(d, like)]))[0]
+    return one / root
 
 
 def causal_softmax(scores: Array, *, strict: bool) -> Array:
@@ -83,7 +91,7 @@ def causal_softmax(scores: Array, *, strict: bool) -> Array:
         if stop == 0:
             continue
         row = scores[t, :stop]
-        weights = precision.exp(row - np.max(row))
+        weights = precision.exp(row - precision.softmax_shift(row))
         P[t, :stop] = weights / weights.sum()
     return P
 
@@ -92,7 +100,8 @@ def write_scores(w: Array, k: Array, *, kernel: str, scale: Any) -> Array:
     """DF.2 [derived]: P [T, T], P[t, j] = kappa_1(w_t, k_j) for j < t and 0 for j >= t (strictly lower).
 
     ``softmax``: exp(scale w_t^T k_j) normalised over j < t [code]; ``exp``: exp(scale w_t^T k_j);
-    ``linear``: scale w_t^T k_j; ``round``: round(scale w_t^T k_j) [reconstructed]. Built from the Gram
+    ``linear``: scale w_t^T k_j; ``round``: round(scale w_t^T k_j) [reconstructed]. exp, linear and round are the
+    paper's three write kernels [paper]; the default scales are ``default_scale``'s. Built from the Gram
     functions of ``spec.kernels``; the recurrence DF.1 recomputes kappa_1 on its own.
     """
     if kernel == "softmax":
@@ -114,7 +123,7 @@ def write_similarity_row(w_t: Array, K_prev: Array, *, kernel: str, scale: Any) 
     """
     s: Array = (K_prev @ w_t) * scale
     if kernel == "softmax":
-        e = precision.exp(s - np.max(s))
+        e = precision.exp(s - precision.softmax_shift(s))
         total: Array = e.sum()
         return e / total
     if kernel == "exp":
@@ -155,7 +164,9 @@ def deltaformer_u_chunked(P: Array, v: Array, beta: Array, chunk_size: int) -> A
 
     For each chunk, in order: rhs = V_c - diag(beta_c) P[c, :s] U[:s] (contributions of all earlier chunks), then
     solve the unit lower-triangular diagonal block (I + diag(beta_c) P[c, c]) U_c = rhs. -> u [T, d_v].
+    ``chunk_size``: an int >= 1 (TypeError / ValueError otherwise).
     """
+    chunk_size = _validate.positive_int("chunk_size", chunk_size)
     T = v.shape[0]
     u = precision.zeros(v.shape, v)
     for s in range(0, T, chunk_size):
@@ -198,18 +209,26 @@ def deltaformer_u_inverse_by_squaring(P: Array, v: Array, beta: Array) -> Array:
 
 
 def causal_softmax_readout(q: Array, k: Array, u: Array, scale: Any) -> Array:
-    """DF.8 [paper]: o_t = sum_{j<=t} softmax_{j<=t}(scale q_t^T k_j) u_j (kappa_2, diagonal included).
+    """DF.8 [paper][code]: o_t = sum_{j<=t} softmax_{j<=t}(scale q_t^T k_j) u_j (kappa_2, diagonal included).
+
+    [paper]: the read-out is kappa_2 = causal softmax attention over (q, k, u). [code]: the scale (1/sqrt(d_k) by
+    default) and the diagonal j = t included, as the public implementation reads.
 
     q, k [T, d_k], u [T, d_v] -> o [T, d_v].
     """
     return causal_softmax(kernels.linear_kernel(q, k) * scale, strict=False) @ u
 
 
-def _inputs(w: Any, k: Any, v: Any, beta: Any, kernel: Any, scale: Any, names: tuple[str, str],
-            q: Any = None) -> tuple[Array, Array, Array, Array, Array, str, Any]:
-    """Validate (w, k, v, beta and q if given) and unify their number type; resolve ``scale``.
+_NO_Q = object()
+"""``_inputs``'s marker for "no q argument" (deltaformer_u); a q of None is a missing array, not this."""
 
-    ``names`` = (name of w, name of the caller). Returns (w, k, v, beta, q, kernel, scale); q is w when not given.
+
+def _inputs(w: Any, k: Any, v: Any, beta: Any, kernel: Any, scale: Any, names: tuple[str, str],
+            q: Any = _NO_Q) -> tuple[Array, Array, Array, Array, Array, str, Any]:
+    """Validate (w, k, v, beta and q if the caller has one) and unify their number type; resolve ``scale``.
+
+    ``names`` = (name of w, name of the caller). Returns (w, k, v, beta, q, kernel, scale); q is w when the caller
+    has none.
     """
     w_name, caller = names
     kernel = _validate.choice("kernel", kernel, KERNELS)
@@ -218,14 +237,12 @@ def _inputs(w: Any, k: Any, v: Any, beta: Any, kernel: Any, scale: Any, names: t
     k = _validate.matrix("k", k, rows=T, rows_of=w_name, cols=d_k, cols_of=w_name)
     v = _validate.matrix("v", v, rows=T, rows_of=w_name)
     b = np.ones(T) if beta is None else _validate.vector("beta", beta, length=T, length_of=w_name)
-    q = w if q is None else _validate.matrix("q", q, rows=T, rows_of=w_name, cols=d_k, cols_of=w_name)
+    q = w if q is _NO_Q else _validate.matrix("q", q, rows=T, rows_of=w_name, cols=d_k, cols_of=w_name)
     w, k, v, b, q = _validate.unify(w, k, v, b, q)
     if scale is None:
         scale = default_scale(kernel, d_k, v)
     else:
-        scale = _validate.scalar(f"scale (of {caller})", scale)
-        if precision.is_mp(v):
-            scale = mpmath.mpf(scale)
+        scale = precision.scalar(_validate.scalar(f"scale (of {caller})", scale), v)
     return w, k, v, b, q, kernel, scale
 
 
@@ -237,8 +254,11 @@ def deltaformer_u(w: Any, k: Any, v: Any, beta: Any = None, *, kernel: str = "so
         k: keys [T, d_k].
         v: values [T, d_v].
         beta: per-token strength [T], any real value (unconstrained, as the public code); None means ones.
-        kernel: kappa_1, one of "softmax" (normalised over j < t), "exp", "linear", "round".
-        scale: multiplies w_t^T k_j inside kappa_1; None means 1/sqrt(d_k) for softmax/exp, 1 for linear/round.
+        kernel: kappa_1, one of "softmax" (normalised over j < t: the public implementation's kernel [code], the
+            default, as flash-linear-attention), or the paper's three [paper]: "exp", "linear", "round" (our
+            reading of round is [reconstructed]).
+        scale: multiplies w_t^T k_j inside kappa_1; None means 1/sqrt(d_k) for softmax [code] and exp (our choice
+            [derived]), 1 for linear/round (``default_scale``).
 
     Returns:
         u [T, d_v], float64 (or mpmath when any input is an mpmath object array). u_0 = v_0; T = 1 returns v.
@@ -296,14 +316,14 @@ def deltaformer_decode_step(cache_k: Any, cache_u: Any, q_t: Any, k_t: Any, v_t:
     k_t = _validate.vector("k_t", k_t, length=q_t.shape[0], length_of="q_t")
     v_t = _validate.vector("v_t", v_t)
     d_k, d_v = q_t.shape[0], v_t.shape[0]
-    cache_k = np.zeros((0, d_k)) if np.size(cache_k) == 0 else _validate.matrix("cache_k", cache_k, cols=d_k,
-                                                                                  cols_of="q_t")
-    cache_u = np.zeros((0, d_v)) if np.size(cache_u) == 0 else _validate.matrix(
-        "cache_u", cache_u, rows=cache_k.shape[0], rows_of="cache_k", cols=d_v, cols_of="v_t")
+    cache_k = _validate.matrix("cache_k", cache_k, cols=d_k, cols_of="q_t", allow_empty=True)
+    cache_u = _validate.matrix("cache_u", cache_u, rows=cache_k.shape[0], rows_of="cache_k", cols=d_v,
+                               cols_of="v_t", allow_empty=True)
     beta = _validate.vector("beta_t", np.array([beta_t]) if np.ndim(beta_t) == 0 else beta_t, length=1,
                             length_of="one token")
     cache_k, cache_u, q_t, k_t, v_t, beta = _validate.unify(cache_k, cache_u, q_t, k_t, v_t, beta)
-    write_scale = default_scale(kernel, d_k, v_t) if scale is None else _validate.scalar("scale", scale)
+    write_scale = (default_scale(kernel, d_k, v_t) if scale is None
+                   else precision.scalar(_validate.scalar("scale", scale), v_t))
     read_scale = default_scale("softmax", d_k, v_t) if scale is None else write_scale
     w_t = q_t if write == "q" else k_t
     keys = np.concatenate([cache_k, k_t[None]], axis=0)
@@ -311,6 +331,6 @@ def deltaformer_decode_step(cache_k: Any, cache_u: Any, q_t: Any, k_t: Any, v_t:
     if cache_k.shape[0] > 0:
         u_all[-1] = v_t - beta[0] * (write_similarity_row(w_t, cache_k, kernel=kernel, scale=write_scale) @ cache_u)
     scores = (keys @ q_t) * read_scale
-    e = precision.exp(scores - np.max(scores))
+    e = precision.exp(scores - precision.softmax_shift(scores))
     o_t = (e / e.sum()) @ u_all
     return o_t, keys, u_all

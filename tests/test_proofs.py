@@ -7,6 +7,7 @@ runs once per session (``outcomes``), so the parametrised tests only read result
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,15 @@ def test_proofs_are_well_formed_with_unique_ids_and_known_claims() -> None:
         assert proof.method in ("symbolic", "interval", "exact")
         assert proof.scope and proof.statement
         assert proof.scope.startswith("all") or re.search(r"\d", proof.scope), proof.scope
+
+
+def test_the_docs_page_lists_every_proof() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "proofs.md").read_text()
+    missing = [p.id for p in PROOFS if f"| {p.id} |" not in page]
+    assert not missing, f"docs/proofs.md has no row for {missing}"
+
+
+def test_the_proofs_meet_the_issue_targets_of_count_scope_and_methods() -> None:
+    assert len(PROOFS) >= 10
+    assert sum(p.scope.startswith("all") for p in PROOFS) >= 5
+    assert {p.method for p in PROOFS} == {"symbolic", "interval", "exact"}

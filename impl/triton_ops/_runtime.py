@@ -19,8 +19,13 @@ from triton.testing import do_bench
 
 from impl._backend import interpreter_enabled
 
-__all__ = ["HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions", "interpreting",
-           "next_power_of_2"]
+__all__ = ["CHUNK_SIZE", "HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions",
+           "interpreting", "next_power_of_2"]
+
+
+CHUNK_SIZE = 64
+"""The chunk every Triton op uses when ``chunk_size`` is None (FLA's convention; no GPU was available to measure
+another choice)."""
 
 
 def interpreting() -> bool:

@@ -10,6 +10,12 @@ __all__ = ["PROOF_MODULES", "all_proofs"]
 
 PROOF_MODULES: tuple[str, ...] = (
     "proofs_checks.proofs.deltaformer_forms",
+    "proofs_checks.proofs.update_rules",
+    "proofs_checks.proofs.softmax_limit",
+    "proofs_checks.proofs.snr_moments",
+    "proofs_checks.proofs.snr_closed_forms",
+    "proofs_checks.proofs.required_dimension",
+    "proofs_checks.proofs.swap_margin",
 )
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import mpmath
 import sympy as sp
 
 from proofs_checks.proofs.record import Step
 
-__all__ = ["Expr", "equal", "nc_symbols", "symbols", "vanishes"]
+__all__ = ["Expr", "equal", "matches_spec", "nc_symbols", "symbols", "vanishes"]
 
 Expr = Any
 """A sympy expression (sympy is untyped)."""
@@ -128,14 +129,29 @@ def _commutative_step(label: str, expr: Expr) -> Step:
     for _ in range(_POINTS):
         value, point = _evaluate_commutative(reduced, rng)
         where = ", ".join(f"{k}={v}" for k, v in point.items())
-        if value.is_number and value != 0 and abs(value) > sp.Float(10) ** (10 - _DIGITS):
-            return Step(label, False, f"residual {_short(reduced)} = {sp.N(value, 6)} at {where}")
+        if value.is_number and value.is_finite and value != 0 and abs(value) > sp.Float(10) ** (10 - _DIGITS):
+            at = f" at {where}" if where else ""
+            return Step(label, False, f"residual {_short(reduced)} = {sp.N(value, 6)}{at}")
     return Step(label, False, f"sympy could not reduce {_short(reduced)} to 0; it vanishes numerically at "
                               f"{_POINTS} random points (not a proof)")
 
 
+def _collect_monomials(expr: Expr) -> Expr:
+    """Sum the commutative coefficients of each noncommutative monomial and simplify them (rational functions of
+    the commutative symbols, such as beta / (1 + beta k^T k)); 0 iff every coefficient simplifies to 0."""
+    coefficients: dict[tuple[Expr, ...], Expr] = {}
+    for term in sp.Add.make_args(sp.expand(expr)):
+        commutative, noncommutative = term.args_cnc()
+        key = tuple(noncommutative)
+        coefficients[key] = coefficients.get(key, sp.Integer(0)) + sp.Mul(*commutative)
+    total = sp.Integer(0)
+    for key, coefficient in coefficients.items():
+        total += sp.simplify(coefficient) * sp.Mul(*key)
+    return total
+
+
 def _noncommutative_step(label: str, expr: Expr) -> Step:
-    reduced = sp.expand(expr)
+    reduced = _collect_monomials(expr)
     if reduced == 0:
         return Step(label, True, "residual expands to 0 (noncommutative)")
     rng = random.Random(_SEED)
@@ -171,4 +187,23 @@ def equal(label: str, lhs: Expr, rhs: Expr) -> Step:
     """``vanishes(label, lhs - rhs)`` (sympy Matrices allowed on both sides)."""
     if isinstance(lhs, sp.MatrixBase) or isinstance(rhs, sp.MatrixBase):
         return vanishes(label, lhs - rhs)
-    return vanishes(label, sp.sympify(lhs) - sp.sympify(rhs))
+    lhs, rhs = sp.sympify(lhs), sp.sympify(rhs)
+    if lhs.is_infinite or rhs.is_infinite:
+        holds = bool(lhs == rhs)
+        return Step(label, holds, f"{'both sides are' if holds else 'not equal:'} {_short(lhs)} and {_short(rhs)}")
+    return vanishes(label, lhs - rhs)
+
+
+SPEC_DIGITS = 45
+"""Working precision of ``matches_spec``: the spec runs in mpmath at this many digits."""
+
+
+def matches_spec(label: str, spec_value: Any, expr: Expr) -> Step:
+    """The spec's number (computed at ``SPEC_DIGITS`` digits) equals the proved closed form ``expr`` (no free
+    symbols left) to 30 digits: a transcription check tying the proof to the code, not part of the proof."""
+    exact = sp.N(expr, SPEC_DIGITS)
+    if exact.free_symbols:
+        raise ValueError(f"matches_spec needs a number, got {_short(expr)}")
+    gap = abs(sp.Float(mpmath.nstr(spec_value, SPEC_DIGITS + 5), SPEC_DIGITS) - exact)
+    holds = bool(gap <= sp.Float(10) ** -30 * max(1, abs(exact)))
+    return Step(label, holds, f"spec {sp.N(exact, 8)}, |spec - closed form| = {sp.N(gap, 3)}")
