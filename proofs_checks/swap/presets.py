@@ -2,8 +2,9 @@
 dimension) and ``paper`` (the GPU-sized headline), each with a ``--quick`` variant; see docs/swap_experiment.md.
 
 Sizes are budgets measured on the 2-core development machine (one thread, about 12-20 ms per training step of
-the width-64 models at 1024 tokens per step): ``fig4`` and ``beyond-dk`` in full take about an hour of CPU each,
-their quick variants a few minutes. ``paper`` is sized for a GPU; on CPU ``paper_cpu_estimate`` times a few of its
+the width-64 models at 1024 tokens per step): ``fig4`` in full takes about 20 CPU-minutes (40 s per run, 30 runs),
+``beyond-dk`` about 12 (10 s per run, 72 runs), ``beyond-dk --quick`` about 3; wall time on the shared machine was
+2-5x that. ``paper`` is sized for a GPU; on CPU ``paper_cpu_estimate`` times a few of its
 steps and extrapolates, and the CLI refuses with that estimate.
 """
 
