@@ -197,7 +197,7 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None
     dtype = compute_dtype(vt.dtype)
     bt = torch.ones(qt.shape[:3], dtype=qt.dtype, device=qt.device) if bt is None else bt
     qb, kb, vb, bb = (to_bhtd(x, dtype) for x in (qt, kt, vt, bt))
-    flash = _flash_path(qb if write == "q" else kb, kb, vb, kernel, write_scale)
+    flash = _flash_path((qb if write == "q" else kb).detach(), kb.detach(), vb, kernel, write_scale)
     setup = _Setup(comm, Plan(tuple(int(f["T"]) for f in fields), schedule.SPLITS), write, kernel, write_scale,
                    read_scale, checked["chunk"], flash)
     if tracked:

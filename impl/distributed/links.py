@@ -6,8 +6,8 @@ Both ranks of a pair derive the same message list from the plan (``schedule.forw
 order per pair is what NCCL needs (its point-to-point operations between two ranks run in issue order); gloo
 matches by tag, and every message's tag is its position in the list. Receives are posted lazily (when the program
 asks for the message, or when a later operation on the link must be issued), so at most the buffers the program
-is about to use are allocated. Every wait has a timeout, so a rank that
-never sends makes its peers fail with an error instead of hanging.
+is about to use are allocated. Every wait has a timeout, so a rank that never sends makes its peers fail with an
+error instead of hanging.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ its own X is final and sends (dk_j, dv_j) to rank j; rank j adds every later sha
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from impl.distributed.blocks import RowStats, as_prefix, block_backward, block_forward
@@ -64,7 +65,7 @@ def help_later_folds(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, *, 
         if plan.helped("fold", later, r):
             rows = links[later].recv("fold_rows")
             out, lse = block_forward(rows, k, u, kernel=kernel, scale=scale, causal=False)
-            links[later].send("fold_result", pack(out, out[..., 0] * 0 if lse is None else lse))
+            links[later].send("fold_result", pack(out, torch.zeros_like(out[..., 0]) if lse is None else lse))
 
 
 def receive_cross_grads(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, dk: Tensor, g: Tensor, *,
@@ -94,11 +95,11 @@ def cross_grads_as_row_owner(links: Links, plan: Plan, r: int, w: Tensor, d_out:
                              scale: float) -> None:
     """Rank r's share of its fold blocks' backward (latest key shard first), once its own X (and so dO) is final:
     dw of its rows into ``dw``, (dk_j, dv_j) sent to each earlier rank; the helper's rows go to rank r - 1 first."""
-    lse = lse_w if lse_w is not None else r_w[..., 0] * 0
+    lse = lse_w if lse_w is not None else torch.zeros_like(r_w[..., 0])  # unused by kernels other than softmax
     for j in reversed(range(r)):
         if plan.helped("cross_grad", r, j):
             h = plan.owner_rows("cross_grad", r, j)
-            links[j].send("cross_rows", pack(w, d_out, r_w, lse)[:, :, h:])
+            links[j].send("cross_rows", pack(*(x[:, :, h:] for x in (w, d_out, r_w, lse))))
     for j in reversed(range(r)):
         h = plan.owner_rows("cross_grad", r, j)
         if h == 0:

@@ -21,12 +21,13 @@ from impl.distributed.links import Links, pack, recv_keys, unpack
 from impl.distributed.schedule import Plan
 
 __all__ = ["readout_for_later", "readout_grad_for_later", "readout_grad_own_rows", "readout_own_rows",
-           "receive_readout_key_grads", "send_readout_grad_rows", "send_readout_rows"]
+           "receive_readout_dq", "receive_readout_key_grads", "send_readout_grad_rows", "send_readout_rows"]
 
 _SOFTMAX = "softmax"
 
 
 def send_readout_rows(links: Links, plan: Plan, r: int, q: Tensor) -> None:
+    """Rows of q that earlier ranks read out for rank r (the key owners' shares)."""
     for j in range(r):
         if plan.helped("readout", r, j):
             links[j].send("readout_rows", q[:, :, plan.owner_rows("readout", r, j):])
@@ -71,9 +72,11 @@ def readout_own_rows(links: Links, plan: Plan, r: int, q: Tensor, k: Tensor, u: 
 
 def send_readout_grad_rows(links: Links, plan: Plan, r: int, q: Tensor, d_out: Tensor, out: Tensor,
                            lse: Tensor) -> None:
+    """Rows (q, dO, o, lse) whose read-out backward earlier ranks compute for rank r."""
     for j in range(r):
         if plan.helped("readout_grad", r, j):
-            links[j].send("readout_rows", pack(q, d_out, out, lse)[:, :, plan.owner_rows("readout_grad", r, j):])
+            h = plan.owner_rows("readout_grad", r, j)
+            links[j].send("readout_rows", pack(*(x[:, :, h:] for x in (q, d_out, out, lse))))
 
 
 def readout_grad_for_later(links: Links, plan: Plan, r: int, k: Tensor, u: Tensor, dk: Tensor, du: Tensor, *,

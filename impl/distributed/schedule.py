@@ -36,7 +36,7 @@ class Splits:
     block (r, r - 1) -> u_r, so rank r - 1 takes a share of that fold as soon as its own u is final; the
     backward's is X_r -> write-pass backward of block (r, r - 1) -> X_{r-1}, split the same way. The fractions
     balance the two ranks' compute at R = 2 with equal shards, from per-step CPU times measured with
-    ``benchmarks.context_parallel`` (docs/context_parallel.md, "Load balance").
+    ``benchmarks.context_parallel`` (docs/context_parallel.md, "Critical path and load balance").
     """
 
     fold: float = 0.6

@@ -42,7 +42,12 @@ from impl.torch_ops._readout import causal_softmax_attention
 __all__ = ["deltaformer_attn", "deltaformer_decode_step", "deltaformer_u"]
 
 CPU_CHUNK_SIZE = 384
-"""The chunk used on CPU when ``chunk_size`` is None (measured: see ``default_chunk_size``)."""
+"""The chunk used on CPU when ``chunk_size`` is None. Measured with ``python -m benchmarks.ratios --sweep`` (paired
+ratios of the fp32 forward to causal SDPA, B = 1, H = 4, T in {1024, 4096, 8192} x D in {32, 64, 128} x chunk in
+{128, 256, 384, 512}) on the shared 2-core VM: with torch's two threads (wall time, what a user sees) 384 was best
+or within noise of the best in every cell (at T = 1024 it beat 256 by 25-50%, at T = 4096, D = 64 they tied);
+single-threaded CPU time preferred 256 by 4-12% at T <= 4096 and 384 at T = 8192. The old default, 64, measured
+2.6-3.2x against 2.3x for 384 (issue 12)."""
 
 CHUNK_SIZE = 64
 """The chunk used on other devices when ``chunk_size`` is None (FLA's convention; not measured here)."""
