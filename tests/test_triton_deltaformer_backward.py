@@ -1,6 +1,6 @@
 """impl.triton_ops DeltaFormer backward kernels against the float64 spec, in Triton's interpreter (CPU, fp32/fp64).
 
-Gradients are checked case by case with the public differential harness (``proofs_checks.differential.check``):
+Gradients are checked case by case with the public differential harness (``proofs_checks.differential.compare``):
 the reference is its float64 control recurrence, which the harness ties to the spec on every case (same outputs,
 and directional derivatives equal to 4th-order central differences of the float64 spec), so the oracle is the spec.
 
@@ -33,8 +33,7 @@ import torch
 import impl
 from impl.triton_ops import deltaformer as tri
 from impl.triton_ops._runtime import interpreting
-from proofs_checks.differential.check import check_case
-from proofs_checks.differential.strategies import Problem
+from proofs_checks.differential import Problem, check_case
 from tests._impl_support import poisoned_empty
 
 pytestmark = pytest.mark.skipif(not interpreting() and not torch.cuda.is_available(),

@@ -27,6 +27,7 @@ create_graph=True the backward is ``_u_dense_backward`` instead (differentiable,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -196,18 +197,21 @@ class _MatmulChunk:
         """The in-chunk block P_in of ``probs_for_backward``'s P."""
         return P[..., self.s:]
 
-    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor) -> None:
-        """Accumulate this chunk's score gradients into dw, dk and the earlier values' gradient into g[:, :, :s]."""
+    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor,
+                 straight_through: bool = False) -> None:
+        """Accumulate this chunk's score gradients into dw, dk and the earlier values' gradient into g[:, :, :s].
+        ``straight_through`` (round kernel): the linear kernel's score gradient at the rounded forward."""
         s, e = self.s, self.e
         if s > 0:
             g[:, :, :s] += torch.matmul(P[..., :s].transpose(-1, -2), d_out)
-        if self.kernel.score_grad is None:  # kappa_1' = 0 almost everywhere (round)
+        score_grad = _score_grad(self.kernel.name, straight_through)
+        if score_grad is None:  # kappa_1' = 0 almost everywhere (round)
             return
         dP = torch.matmul(d_out, u[:, :, :e].transpose(-1, -2))
         if self.outside_keys:  # softmax over keys beyond this block: the row term is the whole row's dO . r
             dS = (P * (dP - (d_out * r_c).sum(-1, keepdim=True))).mul_(self.scale)
         else:
-            dS = self.kernel.score_grad(P, dP, self.mask).mul_(self.scale)
+            dS = score_grad(P, dP, self.mask).mul_(self.scale)
         dw[:, :, s:e] += torch.matmul(dS, self.k[:, :, :e])
         dk[:, :, :e] += torch.matmul(dS.transpose(-1, -2), self.w_c)
 
@@ -248,9 +252,11 @@ class _FlashChunk:
     def diagonal(self, P: Tensor) -> Tensor:
         return P
 
-    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor) -> None:
+    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor,
+                 straight_through: bool = False) -> None:
         """Accumulate the in-chunk block's score gradients into dw and dk. Softmax's normaliser term is the row's
-        dO . r over *all* its earlier keys (r = P u is the whole row's write output), not over this block alone."""
+        dO . r over *all* its earlier keys (r = P u is the whole row's write output), not over this block alone.
+        (Only softmax and exp take this path, so ``straight_through``, a round-kernel option, never applies.)"""
         s, e = self.s, self.e
         dP = torch.matmul(d_out, u[:, :, s:e].transpose(-1, -2))
         dS = P * (dP - (d_out * r_c).sum(-1)[..., None]) if self.kernel == "softmax" else P * dP
@@ -260,6 +266,13 @@ class _FlashChunk:
 
 
 _Chunk = _MatmulChunk | _FlashChunk
+ScoreGrad = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+
+def _score_grad(kernel: str, straight_through: bool) -> ScoreGrad | None:
+    """kappa_1's score gradient (None: zero almost everywhere); with ``straight_through`` (round) the linear
+    kernel's, i.e. round' taken as 1: the straight-through estimator."""
+    return get_write_kernel("linear" if straight_through else kernel).score_grad
 
 
 def _chunk(flash: bool, w: Tensor, k: Tensor, kernel: str, scale: float, s: int, e: int) -> _Chunk:
@@ -373,8 +386,8 @@ class _FlashColumns:
 
 
 def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r: Tensor, norm: Tensor | None,
-                kernel: str, scale: float, chunk_size: int,
-                flash: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                kernel: str, scale: float, chunk_size: int, flash: bool | None = None,
+                straight_through: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dw, dk, dv, dbeta) by the reverse chunk walk; ``flash`` as in ``_u_forward`` (it must be the forward's)."""
     flash = _flash_path(w, k, u, kernel, scale) if flash is None else flash
     T = w.shape[2]
@@ -398,12 +411,12 @@ def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r
         d_out = -beta_c * X
         if columns is not None:
             columns.d_out[:, :, s:e] = d_out
-        block.backward(u, r_c, d_out, dw, dk, g, P)
+        block.backward(u, r_c, d_out, dw, dk, g, P, straight_through)
     return dw, dk, dv, dbeta
 
 
 def _u_dense_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, kernel: str,
-                      scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                      scale: float, straight_through: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dw, dk, dv, dbeta) by differentiable [T, T] torch ops: the backward under create_graph=True.
 
     The same formulas as the chunked backward (impl/README.md) on the whole matrix: X = M^-T G with
@@ -417,10 +430,11 @@ def _u_dense_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Ten
     M = torch.eye(T, dtype=w.dtype, device=w.device) + beta[..., None] * P
     X = torch.linalg.solve_triangular(M.transpose(-1, -2), grad_u, upper=True, unitriangular=True)
     dbeta = -(X * torch.matmul(P, u)).sum(-1)
-    if kappa.score_grad is None:
+    score_grad = _score_grad(kernel, straight_through)
+    if score_grad is None:
         return torch.zeros_like(w), torch.zeros_like(k), X, dbeta
     d_out = -beta[..., None] * X
-    dS = kappa.score_grad(P, torch.matmul(d_out, u.transpose(-1, -2)), mask) * scale
+    dS = score_grad(P, torch.matmul(d_out, u.transpose(-1, -2)), mask) * scale
     return torch.matmul(dS, k), torch.matmul(dS.transpose(-1, -2), w), X, dbeta
 
 
@@ -430,31 +444,33 @@ class DeltaFormerU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float,
-                chunk_size: int) -> Tensor:
+                chunk_size: int, straight_through: bool = False) -> Tensor:
         flash = _flash_path(w, k, v, kernel, scale)
         u, r, norm = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size,
                                              flash=flash), w, k, v, beta)
         assert u is not None
         ctx.save_for_backward(w, k, u, beta, r, norm)
-        ctx.options = (kernel, scale, chunk_size, flash)
+        ctx.options = (kernel, scale, chunk_size, flash, straight_through)
         return u
 
     @staticmethod
     def backward(ctx: Any, grad_u: Tensor) -> tuple[Tensor | None, ...]:
         w, k, u, beta, r, norm = ctx.saved_tensors
-        kernel, scale, chunk_size, flash = ctx.options
+        kernel, scale, chunk_size, flash, straight_through = ctx.options
         if torch.is_grad_enabled():
-            return *_u_dense_backward(grad_u, w, k, u, beta, kernel, scale), None, None, None
-        grads = over_head_groups(partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size, flash=flash),
+            return *_u_dense_backward(grad_u, w, k, u, beta, kernel, scale, straight_through), None, None, None, None
+        grads = over_head_groups(partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size, flash=flash,
+                                         straight_through=straight_through),
                                  grad_u.contiguous(), w, k, u, beta, r, norm)
-        return *grads, None, None, None
+        return *grads, None, None, None, None
 
 
-def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int) -> Tensor:
+def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int,
+            straight_through: bool = False) -> Tensor:
     """DF.4 with autograd when a gradient can flow; otherwise the forward alone, without r and the normaliser."""
     if torch.is_grad_enabled() and any(x.requires_grad for x in (w, k, v, beta)):
         out: Tensor = DeltaFormerU.apply(  # type: ignore[no-untyped-call]
-            w, k, v, beta, kernel, scale, chunk_size)
+            w, k, v, beta, kernel, scale, chunk_size, straight_through)
         return out
     flash = _flash_path(w, k, v, kernel, scale)
     u = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size, flash=flash,
@@ -464,18 +480,18 @@ def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: f
 
 
 def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float,
-                  chunk_size: int | None, cu_seqlens: Tensor | None) -> Tensor:
+                  chunk_size: int | None, cu_seqlens: Tensor | None, straight_through: bool = False) -> Tensor:
     """Torch backend of ``impl.deltaformer_u``: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
 
     Implements spec.deltaformer.deltaformer_u (DF.1) per (batch, head) by the chunked form DF.4. ``chunk_size``
-    None: ``default_chunk_size``.
+    None: ``default_chunk_size``. ``straight_through`` (round kernel): the backward takes round' = 1.
     """
     chunk = default_chunk_size(w.device) if chunk_size is None else chunk_size
     dtype = compute_dtype(v.dtype)
 
     def run(w_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         u = _u_bhtd(to_bhtd(w_, dtype), to_bhtd(k_, dtype), to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    scale, chunk)
+                    scale, chunk, straight_through)
         return from_bhtd(u, v.dtype)
 
     return varlen_map(run, cu_seqlens, w, k, v, beta)
@@ -483,7 +499,7 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str,
 
 def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: str, kernel: str,
                      write_scale: float, read_scale: float, chunk_size: int | None,
-                     cu_seqlens: Tensor | None) -> Tensor:
+                     cu_seqlens: Tensor | None, straight_through: bool = False) -> Tensor:
     """Torch backend of ``impl.deltaformer_attn``: o = causal_softmax(read_scale Q K^T) U, U from DF.4 with
     ``write_scale`` in kappa_1.
 
@@ -496,7 +512,7 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: st
     def run(q_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         qb, kb = to_bhtd(q_, dtype), to_bhtd(k_, dtype)
         u = _u_bhtd(qb if write == "q" else kb, kb, to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    write_scale, chunk)
+                    write_scale, chunk, straight_through)
         values, correction = split_nonfinite(u, dim=2)
         o = causal_softmax_attention(qb, kb, values, read_scale)
         return from_bhtd(o if correction is None else o + correction, v.dtype)
