@@ -41,13 +41,14 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 import impl
+from spec.deltaformer import KERNELS
 
 __all__ = ["DEFAULT_MODELS", "DELTAFORMER_KERNELS", "MODEL_NAMES", "DivergedError", "ModelConfig", "SwapModel",
            "model_kernel"]
 
-DELTAFORMER_KERNELS = ("softmax", "exp", "linear", "round", "round-ste")
-"""DeltaFormer write kernels of the sweep; "round-ste" is the round kernel trained with a straight-through
-estimator."""
+DELTAFORMER_KERNELS: tuple[str, ...] = (*KERNELS, "round-ste")
+"""DeltaFormer write kernels of the sweep: the spec's four, then "round-ste", the round kernel trained with a
+straight-through estimator."""
 DELTANET_BETAS = ("sigmoid", "sigmoid2")
 MODEL_NAMES = ("transformer", "deltanet", *(f"deltaformer-{kernel}" for kernel in DELTAFORMER_KERNELS))
 """The model names of the sweep, in table order."""
