@@ -113,6 +113,8 @@ def block_backward(d_out: Tensor, queries: Tensor, keys: Tensor, values: Tensor,
         dv += torch.matmul(P.transpose(-1, -2), d_b)
         if kernel == "softmax":
             dP = torch.matmul(d_b, values.transpose(-1, -2))
+            if mask is not None:  # dO_t . u_j for masked j may overflow; P is 0 there: never form 0 * inf
+                dP.masked_fill_(mask, 0.0)
             dS = P.mul_(dP.sub_((d_b * out[:, :, rows]).sum(-1, keepdim=True)))
         elif kappa.score_grad is not None:
             dS = kappa.score_grad(P, torch.matmul(d_b, values.transpose(-1, -2)), mask)
