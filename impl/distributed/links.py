@@ -11,11 +11,12 @@ error instead of hanging.
 
 Memory in flight: a sent tensor stays allocated until the peer has posted its receive, the transfer is done and
 the sender has waited on it. torch's gloo works report completion only once waited on, so every send and receive is
-waited on by a daemon thread of its own (``_Pending``; the wait releases the GIL), which frees a sent tensor as soon
-as the peer has taken it; the program only asks whether a message is done. The messages a rank merges into a
-running result (partial read-outs, the key owners' dq) are expected through an *inbox* (``Links.expect``): their
-receives are posted as soon as the agreed order allows, and ``Links.tick``, called between blocks of work, merges
-those that have arrived, in a fixed order (so results do not depend on arrival times) and frees them.
+waited on by a daemon thread of its own (``_Pending``; the wait releases the GIL; NCCL works need no thread), which
+frees a sent tensor as soon as the peer has taken it; the program only asks whether a message is done. The
+messages a rank merges into a running result (partial read-outs, the key owners' dq) are expected through an
+*inbox* (``Links.expect``): their receives are posted as soon as the agreed order allows, and ``Links.tick``,
+called between blocks of work, merges those that have arrived, in a fixed order (so results do not depend on
+arrival times) and frees them.
 """
 
 from __future__ import annotations
@@ -41,14 +42,22 @@ issued it): ``benchmarks.context_parallel`` replays these to get the critical pa
 
 
 class _Pending:
-    """A send or receive, waited on by a daemon thread (the group's own timeout applies there), so that the program
-    can ask whether it is done without blocking, and wait for it with its own timeout. The thread holds the only
-    reference to the work (and so to a send's tensor) and drops it when the wait returns."""
+    """A send or receive that the program can ask about without blocking (``done``) and wait for with its own
+    timeout (``result``).
 
-    def __init__(self, work: dist.Work) -> None:
+    gloo (CPU): its works report completion only once waited on, so a daemon thread waits (the group's own timeout
+    applies there; the wait releases the GIL); the thread holds the only reference to the work, and so to a send's
+    tensor, and drops it when the wait returns. NCCL (CUDA): the work reports completion itself, and the program
+    waits on it in its own thread, which is what orders the program's CUDA stream after the transfer."""
+
+    def __init__(self, work: dist.Work, device: torch.device) -> None:
         self.finished = threading.Event()
         self.error: RuntimeError | None = None
-        threading.Thread(target=self._wait, args=(work,), daemon=True).start()
+        self.work: dist.Work | None = None
+        if device.type == "cpu":
+            threading.Thread(target=self._wait, args=(work,), daemon=True).start()
+        else:
+            self.work = work
 
     def _wait(self, work: dist.Work) -> None:
         try:
@@ -59,11 +68,17 @@ class _Pending:
             self.finished.set()
 
     def done(self) -> bool:
-        return self.finished.is_set()
+        return self.finished.is_set() if self.work is None else bool(self.work.is_completed())
 
     def result(self, timeout: datetime.timedelta, what: str, me: int) -> None:
         """Wait up to ``timeout``; a failure or a timeout raises RuntimeError saying ``what`` was waited for."""
-        if self.finished.wait(timeout.total_seconds()) and self.error is None:
+        if self.work is not None:
+            try:
+                self.work.wait(timeout)
+                return
+            except RuntimeError as error:
+                self.error = error
+        elif self.finished.wait(timeout.total_seconds()) and self.error is None:
             return
         reason = "timed out" if self.error is None else f"failed: {self.error}"
         raise RuntimeError(f"rank {me}: {what} {reason} (waited up to {timeout.total_seconds():g} s; did every rank "
@@ -93,7 +108,7 @@ class Link:
             buffer = torch.empty(*self.shape, message.rows, message.width, dtype=self.dtype, device=self.device)
             work = dist.irecv(buffer, group=self.group, tag=self.tag_base + self.issued, group_src=self.peer)
             assert work is not None
-            self.posted[message.name] = (_Pending(work), buffer)
+            self.posted[message.name] = (_Pending(work, self.device), buffer)
             self.issued += 1
 
     def _index(self, name: str) -> int:
@@ -120,7 +135,7 @@ class Link:
         work = dist.isend(payload, group=self.group, tag=self.tag_base + index, group_dst=self.peer)
         assert work is not None
         self.prune()
-        self.sends.append(_Pending(work))
+        self.sends.append(_Pending(work, self.device))
         self.issued += 1
 
     def recv(self, name: str, *, traced: bool = True) -> Tensor:
