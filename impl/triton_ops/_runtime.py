@@ -11,7 +11,8 @@ configuration that spills or fails to compile cannot be selected unseen.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +20,27 @@ import torch
 from triton.testing import do_bench
 
 __all__ = ["HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions", "interpreting",
-           "next_power_of_2"]
+           "next_power_of_2", "planning_for_gpu"]
+
+_PLANNING: list[bool] = [False]
+
+
+@contextmanager
+def planning_for_gpu() -> Iterator[None]:
+    """While active, launch decisions are made as on a GPU even under the interpreter: ``interpreting()`` is False
+    and every ``Tuner`` returns its first GPU candidate without timing it. Used by the launch recorder
+    (``impl.triton_ops.launch_recorder``), which replaces the launches themselves, so nothing runs."""
+    _PLANNING[0] = True
+    try:
+        yield
+    finally:
+        _PLANNING[0] = False
 
 
 def interpreting() -> bool:
-    """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``) and no GPU launch plan is
+    being recorded (``planning_for_gpu``)."""
+    return not _PLANNING[0] and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def next_power_of_2(n: int) -> int:
@@ -72,9 +88,11 @@ class Tuner:
 
     def pick(self, key: tuple[Any, ...], launch: Callable[[LaunchConfig], object], *cand_args: Any) -> LaunchConfig:
         """Return the configuration for ``key``; ``launch(cfg)`` must be idempotent (it may run several times)."""
+        options = list(self.candidates(*cand_args))
+        if _PLANNING[0]:
+            return options[0]
         if key in self.cache:
             return self.cache[key]
-        options = list(self.candidates(*cand_args))
         if interpreting():
             best = self.interpreter
         elif len(options) == 1:

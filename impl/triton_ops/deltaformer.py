@@ -28,6 +28,15 @@ from impl.triton_ops._runtime import (
 __all__ = ["deltaformer_attn", "deltaformer_u"]
 
 
+GPU_CHUNK = 64
+"""The chunk size this backend is designed for on a GPU (the cost model's default, ``default_chunk_size``)."""
+
+
+def default_chunk_size(T: int) -> int:
+    """The chunk size the GPU schedule is designed for (results differ between chunk sizes by rounding only)."""
+    return GPU_CHUNK
+
+
 def head_blocks(K: int, V: int) -> tuple[int, int]:
     """(BK, BV): the key dimension is one padded block (scores need all of it); values are split in <= 64 columns."""
     return max(16, next_power_of_2(K)), min(64, max(16, next_power_of_2(V)))

@@ -1,0 +1,146 @@
+"""The launch recorder and the cost model (impl.triton_ops.launch_recorder, impl.triton_ops.cost_model).
+
+Formulas are checked against counts made by hand on small shapes, written out next to each expected value (what
+each program's loops execute, padded tiles included). The recorder is checked on the driver itself: it must see
+every launch the driver issues, with GPU tile sizes, and run nothing (meta tensors). No GPU needed; no arithmetic
+is done, so these take well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+import torch
+
+from impl.triton_ops import cost_model as cm
+from impl.triton_ops._runtime import interpreting
+from impl.triton_ops.launch_recorder import Launch, TensorInfo, record
+
+
+def bf16(*shape: int) -> TensorInfo:
+    return TensorInfo(shape, 2)
+
+
+def test_prefix_formula_matches_a_hand_count() -> None:
+    """Chunk 1 of C = 24 in a sequence of 40: rows 24..39 (16 rows, one 16-row tile), keys 0..23 in two 16-key
+    tiles (the second straddles the chunk start and is computed in full). Per key tile: scores 16 x 16 x 16 MACs and
+    P u 16 x 16 x 16 MACs; 2 tiles x 2 products x 4096 MACs x 2 FLOPs = 32768. Bytes: w rows 16 x 16 x 2 = 512,
+    keys and values 24 x (16 + 16) x 2 = 1536, fp32 acc + m + l: 16 x (4 x 16 + 8) = 1152; total 3200."""
+    launch = Launch("deltaformer_fwd_kernel_prefix", (2, 1, 1),
+                    {"w": bf16(1, 40, 1, 16), "K": 16, "V": 16, "BT": 16, "BS": 16, "BK": 16, "BV": 16, "C": 24,
+                     "i_c": 1, "KERNEL": "softmax", "num_warps": 4})
+    w = cm.work(launch)
+    assert w.tc == 32768
+    assert w.program_tc == 32768
+    assert w.hbm == 3200
+    assert w.unit == "mma"  # 16-row tiles cannot use wgmma (64 rows per warp group)
+
+
+def test_read_formula_matches_a_hand_count() -> None:
+    """T = 40 in 16-row tiles: tile 0 sees keys < 16 (1 key tile), tile 1 keys < 32 (2), tile 2 keys < 40 (3 tiles,
+    the last padded): 6 tile pairs x (16 x 16 x 16 MACs for scores + the same for P u) x 2 = 98304 FLOPs; the last
+    tile's program does 3 of them: 49152."""
+    launch = Launch("deltaformer_fwd_kernel_read", (3, 1, 1),
+                    {"q": bf16(1, 40, 1, 16), "K": 16, "V": 16, "BT": 16, "BS": 16, "BK": 16, "BV": 16,
+                     "num_warps": 4})
+    w = cm.work(launch)
+    assert w.tc == 98304
+    assert w.program_tc == 49152
+
+
+def test_intra_formula_matches_a_hand_count() -> None:
+    """Chunk 0 of C = 24 (rows 0..23) in 16-row tiles: tile 0: diagonal scores 16^3 x 2 = 8192 FLOPs and the tf32x3
+    product Ai r 16^3 x 2 x 6 = 49152; tile 1: the same plus folding tile 0 (scores and P u, 2 x 16^3 x 2 = 16384).
+    Total 57344 + 73728 = 131072. Dependent steps: 15 rows of the substitution per tile, 2 tiles = 30."""
+    launch = Launch("deltaformer_fwd_kernel_intra", (1, 1),
+                    {"w": bf16(1, 40, 1, 16), "K": 16, "V": 16, "BT": 16, "BK": 16, "BV": 16, "C": 24, "i_c": 0,
+                     "KERNEL": "softmax", "STORE_R": False, "num_warps": 4})
+    w = cm.work(launch)
+    assert w.tc == 131072
+    assert w.steps == 30
+
+
+def test_dk_formula_matches_a_hand_count() -> None:
+    """Read-out dk/du pass, T = 40, 16 x 16 tiles: key tile 0 meets row tiles 0, 1, 2; key tile 1 meets 1, 2; key
+    tile 2 meets 2: 6 tile pairs, each 4 products of 16^3 MACs (s^T, P^T do, dP^T, dS^T q): 6 x 4 x 4096 x 2."""
+    launch = Launch("deltaformer_bwd_kernel_dk", (3, 1),
+                    {"q": bf16(1, 40, 1, 16), "g": bf16(1, 40, 1, 16), "K": 16, "V": 16, "BT": 16, "BS": 16,
+                     "BK": 16, "BV": 16, "WRITE": False, "num_warps": 4})
+    assert cm.work(launch).tc == 6 * 4 * 4096 * 2
+
+
+def test_fla_forward_formula_matches_a_hand_count() -> None:
+    """FLA's chunk kernel for the second 512-row chunk (keys [0, 1024)), 128-row blocks, 64-key tiles, D = 128:
+    1024 / 64 score tiles, (1024 - 512) / 64 P u tiles and 512 / 64 tiles of scores again for the stored weights:
+    32 products of 128 x 64 x 128 MACs, x 2 FLOPs, per program; 4 x 16 programs."""
+    launch = Launch("parallel_deltaformer_fwd_kernel", (4, 16),
+                    {"q_ptr": bf16(512, 16, 128), "T": 1024, "C": 512, "D": 128, "BLOCK_C": 128, "BLOCK_T": 64,
+                     "num_warps": 8})
+    w = cm.work(launch)
+    assert w.program_tc == 32 * 128 * 64 * 128 * 2
+    assert w.tc == 64 * w.program_tc
+    assert w.unit == "wgmma"
+
+
+def test_triangular_solve_formula_counts_n_squared_m_per_matrix() -> None:
+    """16 unit lower-triangular 512 x 512 solves with 128 right-hand sides: n^2 / 2 multiply-adds per column, i.e.
+    n^2 FLOPs per column, 512^2 x 128 per matrix; bytes: A and B read, X written, fp32."""
+    launch = Launch("aten.linalg_solve_triangular", (),
+                    {"inputs": [TensorInfo((16, 512, 512), 4), TensorInfo((16, 512, 128), 4)],
+                     "outputs": [TensorInfo((16, 512, 128), 4)]})
+    w = cm.work(launch)
+    assert w.fp32 == 16 * 512 * 512 * 128
+    assert w.hbm == 4 * (16 * 512 * 512 + 2 * 16 * 512 * 128)
+
+
+def test_unknown_kernel_has_no_formula() -> None:
+    with pytest.raises(ValueError, match="no cost formula for kernel 'mystery'"):
+        cm.work(Launch("mystery", (1,)))
+
+
+def test_launch_time_is_overhead_plus_the_larger_of_throughput_and_critical_program() -> None:
+    """One launch of 132 programs x 1 GFLOP on wgmma: throughput bound 132e9 / (989e12 x 0.5) = 267 us, equal to the
+    one-SM bound of 1e9 / (989e12 x 0.5 / 132); plus 5 us. With one program the one-SM bound stays (267 us)."""
+    a = cm.Assumptions()
+    full = cm.Work(tc=132e9, program_tc=1e9, unit="wgmma")
+    assert cm.seconds(full, a) == pytest.approx(5e-6 + 132e9 / (989e12 * 0.5))
+    alone = cm.Work(tc=1e9, program_tc=1e9, unit="wgmma")
+    assert cm.seconds(alone, a) == pytest.approx(5e-6 + 1e9 / (989e12 * 0.5 / 132))
+
+
+def test_recorder_sees_every_driver_launch_with_gpu_tiles_and_runs_nothing() -> None:
+    """Catches: a launch the recorder misses (the counts would be low), interpreter tiles leaking into the plan
+    (16-row tiles), or a kernel actually executed (meta tensors cannot be computed on)."""
+    fwd, bwd = cm.record_deltaformer(1, 1024, 2, 64, chunk_size=256, backward=True)
+    names = [x.kernel for x in fwd if x.is_triton]
+    assert names.count("deltaformer_fwd_kernel_read") == 1
+    assert all(x.args.get("BT", 64) >= 32 for x in fwd + bwd if x.is_triton), "interpreter tiles in a GPU plan"
+    assert {x.kernel for x in bwd if x.is_triton} >= {"deltaformer_bwd_kernel_dq", "deltaformer_bwd_kernel_dk"}
+    assert interpreting(), "planning mode must end with the recording"
+    # every recorded launch has a formula, and the estimate is finite and positive
+    est = cm.estimate(fwd + bwd)
+    assert 0 < est.seconds < 1
+
+
+def test_recorder_records_torch_kernels_but_not_views_or_allocations() -> None:
+    x = torch.empty(4, 8, device="meta")
+    with record() as launches:
+        y = x.t().contiguous()  # one copy kernel; the transpose is a view
+        z = torch.empty_like(y)  # allocation: no kernel
+        (y + z).neg_()
+    assert [launch.kernel for launch in launches] == ["aten.clone", "aten.add", "aten.neg_"]
+
+
+@pytest.mark.skipif(not cm.fla_available(), reason="fla-core 0.6.0 not installed (pip install -e '.[fla]')")
+def test_fla_is_recorded_from_its_own_code() -> None:
+    """FLA 0.6.0 with C = 512 at T = 2048: 4 chunk-kernel launches and 4 triangular solves in the forward, the
+    reverse walk's 3 suffix launches in the backward, plus one flash-attn launch each way."""
+    fwd, bwd = cm.record_fla(1, 2048, 2, 64)
+    names = [x.kernel for x in fwd]
+    assert names.count("parallel_deltaformer_fwd_kernel") == 4
+    assert names.count("aten.linalg_solve_triangular") == 4
+    assert names.count("attention") == 1
+    assert [x.kernel for x in bwd].count("parallel_deltaformer_bwd_kernel_u") == 3
