@@ -1,6 +1,6 @@
 """Ahead-of-time compilation of the Triton kernels for sm_80 and sm_90a (no GPU needed).
 
-The test compiles the representative subset of ``python -m impl.kernel_report --quick`` (head dims 64 and 256,
+The test compiles the representative subset of ``python -m impl.kernel_report --quick`` (head dims 64 and 128,
 bf16, every forward and backward kernel and each of its launch configurations, softmax write); the CLI without
 ``--quick`` compiles all variants (every head dim 16..256, fp16 and bf16, all four write kernels). Catches: a launch
 configuration that spills registers, fails to compile, or whose matmuls do not reach the tensor cores (the row-dot
@@ -47,3 +47,7 @@ def test_every_kernel_compiles_for_sm80_and_sm90a_without_spills_on_tensor_cores
                  "chunk_bwd_kernel_dqk", "delta_rule_bwd_kernel_wy"}
     assert {row[0] for row in rows} >= recurrent, report
     assert all(row[3] == "0" for row in rows), report  # the spill column
+    # every kernel that takes a head dim is compiled at D = 128 (the issue-15 shape), with the run-time hints
+    with_k = {row[0] for row in rows if any(f.startswith("K=") for f in row)}
+    at_128 = {row[0] for row in rows if any(f.startswith("K=128,") for f in row)}
+    assert with_k and with_k == at_128, report
