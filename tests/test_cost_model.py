@@ -24,19 +24,25 @@ def bf16(*shape: int) -> TensorInfo:
     return TensorInfo(shape, 2)
 
 
-def test_prefix_formula_matches_a_hand_count() -> None:
-    """Chunk 1 of C = 24 in a sequence of 40: rows 24..39 (16 rows, one 16-row tile), keys 0..23 in two 16-key
-    tiles (the second straddles the chunk start and is computed in full). Per key tile: scores 16 x 16 x 16 MACs and
-    P u 16 x 16 x 16 MACs; 2 tiles x 2 products x 4096 MACs x 2 FLOPs = 32768. Bytes: w rows 16 x 16 x 2 = 512,
-    keys and values 24 x (16 + 16) x 2 = 1536, fp32 acc + m + l: 16 x (4 x 16 + 8) = 1152; total 3200."""
-    launch = Launch("deltaformer_fwd_kernel_prefix", (2, 1, 1),
-                    {"w": bf16(1, 40, 1, 16), "K": 16, "V": 16, "BT": 16, "BS": 16, "BK": 16, "BV": 16, "C": 24,
-                     "i_c": 1, "KERNEL": "softmax", "num_warps": 4})
+def test_chunk_formula_matches_a_hand_count() -> None:
+    """Launch i_c = 1 of C = 16 in a sequence of 40, 16-row tiles, K = V = 16. Solver: one 16-row tile (rows
+    16..31); it folds chunk 0 (16 keys: scores 16^3 and P u 16^3 MACs, 16384 FLOPs), its diagonal scores (16^3 MACs,
+    8192), no merge level at 16 rows, and the tf32x3 product Ai r (16^3 MACs x 2 x 6 = 49152): 73728 FLOPs on
+    mma.sync, 16 dependent steps (15 substitution rows and the product). One partial program (keys 0..15 for rows
+    32..39 of chunk 2, one 16-row tile): 16 x 16 x (16 + 16) MACs = 16384 FLOPs. Bytes: the solver's rows
+    16 x (2 x 16 x 2 [w, k] + 2 x 16 x 2 [v, u] + 4 [lse]) = 2112, chunk 0's keys and values 16 x 32 x 2 = 1024; the
+    partial program's keys 1024 and its rows 8 x (16 x 2 + 4 x 16 + 8) = 832; total 4992."""
+    launch = Launch("deltaformer_fwd_kernel_chunk", (2, 1),
+                    {"w": bf16(1, 40, 1, 16), "K": 16, "V": 16, "BT": 16, "BTS": 16, "BS": 16, "BK": 16, "BV": 16,
+                     "CR": 16, "C": 16, "i_c": 1, "KS": 16, "NS_READ": 0, "STORE_R": False, "KERNEL": "softmax",
+                     "num_warps": 4})
     w = cm.work(launch)
-    assert w.tc == 32768
-    assert w.program_tc == 32768
-    assert w.hbm == 3200
-    assert w.unit == "mma"  # 16-row tiles cannot use wgmma (64 rows per warp group)
+    assert w.program_tc == 73728
+    assert w.tc_mma == 73728
+    assert w.steps == 16
+    assert w.tc == 16384
+    assert w.side_program_tc == 16384
+    assert w.hbm == 4992
 
 
 def test_read_formula_matches_a_hand_count() -> None:
@@ -49,18 +55,6 @@ def test_read_formula_matches_a_hand_count() -> None:
     w = cm.work(launch)
     assert w.tc == 98304
     assert w.program_tc == 49152
-
-
-def test_intra_formula_matches_a_hand_count() -> None:
-    """Chunk 0 of C = 24 (rows 0..23) in 16-row tiles: tile 0: diagonal scores 16^3 x 2 = 8192 FLOPs and the tf32x3
-    product Ai r 16^3 x 2 x 6 = 49152; tile 1: the same plus folding tile 0 (scores and P u, 2 x 16^3 x 2 = 16384).
-    Total 57344 + 73728 = 131072. Dependent steps: 15 rows of the substitution per tile, 2 tiles = 30."""
-    launch = Launch("deltaformer_fwd_kernel_intra", (1, 1),
-                    {"w": bf16(1, 40, 1, 16), "K": 16, "V": 16, "BT": 16, "BK": 16, "BV": 16, "C": 24, "i_c": 0,
-                     "KERNEL": "softmax", "STORE_R": False, "num_warps": 4})
-    w = cm.work(launch)
-    assert w.tc == 131072
-    assert w.steps == 30
 
 
 def test_dk_formula_matches_a_hand_count() -> None:

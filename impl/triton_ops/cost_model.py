@@ -91,6 +91,12 @@ class Work:
     program_fp32: float = 0.0
     steps: int = 0
     unit: str = "wgmma"
+    tc_mma: float = 0.0
+    """tensor-core FLOPs of a kernel whose other matmuls (``tc``) are wgmma but these are mma.sync (smaller tiles)"""
+    program_unit: str = ""
+    """the kind of the largest program's matmuls when it differs from ``unit``"""
+    side_program_tc: float = 0.0
+    """the largest program of another role in the same launch (no dependent steps), at the ``unit`` rate"""
 
 
 def cdiv(a: int, b: int) -> int:
@@ -98,7 +104,8 @@ def cdiv(a: int, b: int) -> int:
 
 
 def _tc_unit(rows: int, num_warps: int) -> str:
-    """Triton's choice on sm_90a: wgmma when a dot has >= 64 rows per warp group (4 warps), else mma.sync."""
+    """Triton's choice on sm_90a: wgmma when a dot has >= 64 rows (one warp group of 4 warps per 64 rows), else
+    mma.sync."""
     return "wgmma" if rows >= 64 and num_warps % 4 == 0 else "mma"
 
 
@@ -116,38 +123,44 @@ def _dims(launch: Launch, name: str) -> tuple[int, int, int]:
 
 # --- this backend --------------------------------------------------------------------------------------------------
 
-def _fwd_prefix(launch: Launch) -> Work:
+def _fwd_chunk(launch: Launch) -> Work:
+    """One launch of the per-chunk schedule: the solver of chunk i_c (one program per sequence and head: merge the
+    partials, fold the previous chunk and the earlier row tiles, the diagonal tiles' blocked inverse and products)
+    and the partial-statistics programs of chunk i_c + 1 over key splits of KS keys."""
     a = launch.args
     _, L, e = _dims(launch, "w")
-    NV, NH = launch.grid[1], launch.grid[2]
-    K, V, BT, BS, BK, BV = a["K"], a["V"], a["BT"], a["BS"], a["BK"], a["BV"]
-    cs = a["i_c"] * a["C"]
-    rows = max(0, min(a["C"], L - cs))
-    row_tiles = cdiv(rows, BT)
-    scores = BT * BS * cdiv(cs, BS)
-    program = scores * 2 * (BK + BV)
-    programs = row_tiles * NV * NH
-    hbm = NH * (rows * K * e + cs * (K + V) * e + rows * (4 * V + 8))
-    return Work(tc=program * programs, fp32=_softmax_flops(a["KERNEL"]) * scores * programs, hbm=hbm,
-                program_tc=program, unit=_tc_unit(BT, a["num_warps"]))
-
-
-def _fwd_intra(launch: Launch) -> Work:
-    a = launch.args
-    _, L, e = _dims(launch, "w")
-    NV, NH = launch.grid
-    K, V, BT, BK, BV = a["K"], a["V"], a["BT"], a["BK"], a["BV"]
-    cs = a["i_c"] * a["C"]
-    rows = max(0, min(a["C"], L - cs))
-    NT = cdiv(rows, BT)
+    NH = launch.grid[1]
+    K, V, BT, BTS, BS, BK, BV = a["K"], a["V"], a["BT"], a["BTS"], a["BS"], a["BK"], a["BV"]
+    C, i_c, KS = a["C"], a["i_c"], a["KS"]
+    NTC = cdiv(a["CR"], BT)
+    ns_write = (launch.grid[0] - 1) // NTC
     solves = 2 if a["STORE_R"] else 1
-    # tile i folds the i earlier tiles (scores and P u), then its diagonal scores and the tf32x3 product(s) Ai r
-    program = sum(i * BT * BT * 2 * (BK + BV) + BT * BT * 2 * BK + solves * 6 * BT * BT * 2 * BV for i in range(NT))
-    # the row-by-row inverse: BT - 1 steps of ~3 BT^2 FLOPs; online softmax over the (i + 1) score tiles
-    program_fp32 = sum(3 * BT**3 + _softmax_flops(a["KERNEL"]) * (i + 1) * BT * BT for i in range(NT))
-    hbm = NH * rows * ((2 * K + 2 * V) * e + 4 * V + 12 + (4 * V if a["STORE_R"] else 0))
-    return Work(tc=program * NV * NH, fp32=program_fp32 * NV * NH, hbm=hbm, program_tc=program,
-                program_fp32=program_fp32, steps=NT * (BT - 1), unit=_tc_unit(BT, a["num_warps"]))
+    sm = _softmax_flops(a["KERNEL"])
+    # the solver
+    cs = i_c * C
+    rows = max(0, min(C, L - cs))
+    levels = max(0, (BTS // 16).bit_length() - 1)
+    solve = fp32 = steps = 0
+    for i in range(cdiv(rows, BTS)):
+        keys = cs + i * BTS - max(cs - C, 0)
+        folded = BTS * BS * cdiv(keys, BS)
+        solve += folded * 2 * (BK + BV) + BTS * BTS * 2 * BK
+        solve += 6 * (levels * 2 * 2 * BTS**3 + solves * 2 * BTS * BTS * BV)
+        fp32 += 15 * 3 * BTS * BTS + sm * (folded + BTS * BTS) + a["NS_READ"] * BTS * (3 * BV + 8)
+        steps += 15 + 2 * levels + solves
+    solve_hbm = (rows * (2 * K * e + 2 * V * e + 4 + (4 * V if a["STORE_R"] else 0))
+                 + min(C, cs) * (K + V) * e + a["NS_READ"] * rows * (4 * V + 8))
+    # the partial-statistics programs
+    rows1 = max(0, min(C, L - cs - C))
+    active = cdiv(rows1, BT) if ns_write else 0
+    split_keys = [max(0, min(KS, cs - s * KS)) for s in range(ns_write)]
+    part = [BT * BS * cdiv(n, BS) * 2 * (BK + BV) for n in split_keys]
+    part_hbm = (sum(split_keys) * (K + V) * e + ns_write * rows1 * (K * e + 4 * V + 8)) if ns_write else 0
+    return Work(tc=NH * active * sum(part), tc_mma=NH * solve,
+                fp32=NH * (fp32 + sm * active * sum(BT * BS * cdiv(n, BS) for n in split_keys)),
+                hbm=NH * (solve_hbm + part_hbm), program_tc=solve, program_fp32=fp32, steps=steps,
+                program_unit=_tc_unit(BTS, a["num_warps"]), side_program_tc=max(part, default=0),
+                unit=_tc_unit(BT, a["num_warps"]))
 
 
 def _fwd_read(launch: Launch) -> Work:
@@ -312,8 +325,7 @@ def _attention(launch: Launch) -> Work:
 
 
 FORMULAS: dict[str, Callable[[Launch], Work]] = {
-    "deltaformer_fwd_kernel_prefix": _fwd_prefix,
-    "deltaformer_fwd_kernel_intra": _fwd_intra,
+    "deltaformer_fwd_kernel_chunk": _fwd_chunk,
     "deltaformer_fwd_kernel_read": _fwd_read,
     "deltaformer_bwd_kernel_rowdot": _rowdot,
     "deltaformer_bwd_kernel_dq": _bwd_dq,
@@ -344,9 +356,12 @@ def _fraction(unit: str, a: Assumptions) -> float:
 def seconds(w: Work, a: Assumptions) -> float:
     """Estimated time of one launch (module docstring, step 3)."""
     tc_rate = a.tc_peak * _fraction(w.unit, a)
+    mma_rate = a.tc_peak * a.frac_mma
+    program_rate = a.tc_peak * _fraction(w.program_unit or w.unit, a)
     fp32_rate = a.fp32_peak * (a.frac_trsm if w.unit == "trsm" else a.frac_fp32)
-    whole = max(w.tc / tc_rate + w.fp32 / fp32_rate, w.hbm / (a.hbm * a.frac_hbm))
-    one_sm = w.program_tc / (tc_rate / a.sms) + w.program_fp32 / (fp32_rate / a.sms) + w.steps * a.step_us * 1e-6
+    whole = max(w.tc / tc_rate + w.tc_mma / mma_rate + w.fp32 / fp32_rate, w.hbm / (a.hbm * a.frac_hbm))
+    one_sm = max(w.program_tc / (program_rate / a.sms) + w.program_fp32 / (fp32_rate / a.sms)
+                 + w.steps * a.step_us * 1e-6, w.side_program_tc / (tc_rate / a.sms))
     return a.launch_us * 1e-6 + max(whole, one_sm)
 
 

@@ -22,13 +22,14 @@ from impl.triton_ops._runtime import (
     LaunchConfig,
     Tuner,
     dot_precisions,
+    interpreting,
     next_power_of_2,
 )
 
 __all__ = ["deltaformer_attn", "deltaformer_u"]
 
 
-GPU_CHUNK = 64
+GPU_CHUNK = 128
 """The chunk size this backend is designed for on a GPU (the cost model's default, ``default_chunk_size``)."""
 
 
@@ -42,33 +43,50 @@ def head_blocks(K: int, V: int) -> tuple[int, int]:
     return max(16, next_power_of_2(K)), min(64, max(16, next_power_of_2(V)))
 
 
-def prefix_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row x key tiles of the prefix pass (GPU candidates). Every candidate compiles without spills on sm_80 and
-    sm_90a (``python -m impl.kernel_report``); 64 x 64 spills on sm_80, and so does 64 x 32 at K = 64 (exp, linear).
-    """
+def chunk_config(K: int, V: int) -> LaunchConfig:
+    """Tiles of the per-chunk launch (``deltaformer_fwd_kernel_chunk``): BT rows per partial-statistics program (64:
+    wgmma on sm_90a), BTS rows per diagonal tile of the solve (32: the solve keeps the residual, the inverse and
+    the statistics live, and 64 rows spill), BS keys per folded tile, all of V in one block (no score
+    recomputation). Compiles without spills on sm_80 and sm_90a (``impl.kernel_report``)."""
     if K > 128:
-        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2),
-                LaunchConfig({"BT": 64, "BS": 32}, num_warps=8, num_stages=2)]
-    if 32 < K <= 64:
-        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
-    return [LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2),
-            LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+        return LaunchConfig({"BT": 32, "BTS": 32, "BS": 32}, num_warps=8, num_stages=1)
+    return LaunchConfig({"BT": 64, "BTS": 32, "BS": 64}, num_warps=8, num_stages=2)
 
 
-def intra_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row tile of the in-chunk solve: 32 rows and 8 warps (16 rows for K > 128); larger tiles spill on sm_80."""
-    if K > 128:
-        return [LaunchConfig({"BT": 16}, num_warps=4, num_stages=1)]
-    return [LaunchConfig({"BT": 32}, num_warps=8, num_stages=1)]
+CHUNK_INTERPRETER = LaunchConfig({"BT": 16, "BTS": 16, "BS": 16}, num_warps=2, num_stages=1)
+KEYS_PER_SPLIT = 512
+"""Smallest key range a partial-statistics program folds on a GPU (the number of splits grows with the finished
+keys up to ``max_splits``); 16 under the interpreter, so small tests merge several partials."""
+
+
+def max_splits(programs_per_split: int) -> int:
+    """Key splits per launch: enough partial programs to fill about two waves of an H100's 132 SMs, at most 16
+    (the merge reads every partial), at least 1; 3 under the interpreter."""
+    if interpreting():
+        return 3
+    return max(1, min(16, -(-2 * 132 // max(1, programs_per_split))))
+
+
+def splits(keys: int, ns_max: int) -> int:
+    """Number of key splits for a prefix of ``keys`` finished keys (0 when there is none)."""
+    if keys <= 0:
+        return 0
+    return min(-(-keys // (16 if interpreting() else KEYS_PER_SPLIT)), ns_max)
+
+
+def read_value_block(V: int) -> int:
+    """Value columns per read-out program: all of V up to 128 (the scores are computed once), else 64."""
+    return max(16, next_power_of_2(V)) if V <= 128 else 64
 
 
 def read_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row x key tiles of the read-out (FlashAttention-2 style); 64 x 64 spills on sm_80 for K > 64."""
+    """Row x key tiles of the read-out (FlashAttention-2 style, all of V <= 128 per program): 128 x 64 with 8 warps at
+    K = 128 (the FlashAttention Triton tile); K > 128 keeps 64-column value blocks."""
     if K > 128:
         return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2),
                 LaunchConfig({"BT": 64, "BS": 32}, num_warps=8, num_stages=2)]
     if K > 64:
-        return [LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2)]
+        return [LaunchConfig({"BT": 128, "BS": 64}, num_warps=8, num_stages=2)]
     return [LaunchConfig({"BT": 64, "BS": 64}, num_warps=8, num_stages=2),
             LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2)]
 
@@ -94,17 +112,26 @@ def bwd_dk_configs(K: int, V: int) -> list[LaunchConfig]:
 
 
 def suffix_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Key x row tiles of the backward suffix pass (the forward prefix pass's mirror); 64 x 32 spills on sm_80 at
-    K = 128 (4 warps) and K = 256 (8 warps)."""
+    """Key x row tiles of the backward suffix pass; 64 x 32 spills on sm_80 at K = 128 (4 warps) and K = 256
+    (8 warps), and at K = 64 for exp/linear."""
     if K > 64:
         return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
-    return prefix_configs(K, V)
+    if K > 32:
+        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+    return [LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2),
+            LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+
+
+def intra_configs(K: int, V: int) -> list[LaunchConfig]:
+    """Row tile of the backward in-chunk solve: 32 rows and 8 warps (16 rows for K > 128); larger tiles spill on
+    sm_80."""
+    if K > 128:
+        return [LaunchConfig({"BT": 16}, num_warps=4, num_stages=1)]
+    return [LaunchConfig({"BT": 32}, num_warps=8, num_stages=1)]
 
 
 SMALL_TILES = LaunchConfig({"BT": 16, "BS": 16}, num_warps=2, num_stages=1)
 TUNERS = {
-    "prefix": Tuner("deltaformer_fwd_kernel_prefix", prefix_configs, SMALL_TILES),
-    "intra": Tuner("deltaformer_fwd_kernel_intra", intra_configs, LaunchConfig({"BT": 16}, num_warps=2, num_stages=1)),
     "read": Tuner("deltaformer_fwd_kernel_read", read_configs, SMALL_TILES),
     "bwd_dq": Tuner("deltaformer_bwd_kernel_dq", bwd_dq_configs, SMALL_TILES),
     "bwd_dk": Tuner("deltaformer_bwd_kernel_dk", bwd_dk_configs, SMALL_TILES),
@@ -134,39 +161,37 @@ def u_fwd(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
           chunk_size: int, cu_seqlens: torch.Tensor | None,
           store_r: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """u [B, T, H, V], the write softmax's log-sum-exp [B, T, H] (unused unless kernel == "softmax") and, with
-    ``store_r``, the write-attention output r = P u [B, T, H, V] in the accumulation dtype (for the backward)."""
+    ``store_r``, the write-attention output r = P u [B, T, H, V] in the accumulation dtype (for the backward).
+
+    One launch per chunk (README, "The forward algorithm"): launch c solves chunk c and, concurrently, computes the
+    partial statistics of chunk c + 1's rows over splits of the keys of chunks 0 .. c - 1."""
     B, T, H, K = w.shape
     V = v.shape[-1]
     N, max_len = _sequences(B, T, cu_seqlens)
-    BK, BV = head_blocks(K, V)
-    NV = triton.cdiv(V, BV)
+    BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
+    cfg = CHUNK_INTERPRETER if interpreting() else chunk_config(K, V)
+    BT = cfg.blocks["BT"]
     adt = acc_dtype(v.dtype)
+    CR = min(chunk_size, max_len)
+    NTC = triton.cdiv(CR, BT)
+    ns_max = max_splits(NTC * N * H)
     u = torch.empty_like(v)
-    acc = torch.empty(B, T, H, V, dtype=adt, device=v.device)
-    m = torch.empty(B, T, H, dtype=adt, device=v.device)
-    lsum = torch.empty(B, T, H, dtype=adt, device=v.device)
     lse = torch.empty(B, T, H, dtype=adt, device=v.device)
     r = torch.empty(B, T, H, V, dtype=adt, device=v.device) if store_r else None
+    n_chunks = triton.cdiv(max_len, chunk_size)
+    n_buf = splits((n_chunks - 2) * chunk_size, ns_max) if n_chunks > 2 else 0
+    part_acc = torch.empty(2, max(1, n_buf), N, CR, H, V, dtype=adt, device=v.device)
+    part_ml = torch.empty(2, max(1, n_buf), N, CR, H, 2, dtype=adt, device=v.device)
     prec, solve_prec = dot_precisions(v.dtype)
-    common = {"H": H, "K": K, "V": V, "BK": BK, "BV": BV, "KERNEL": kernel, "IS_VARLEN": cu_seqlens is not None,
-              "ACC": _tl_acc(v.dtype), "DOT_PRECISION": prec}
-    key = (K, V, kernel, v.dtype, cu_seqlens is not None, store_r)
-
-    def prefix(cfg: LaunchConfig, i_c: int) -> None:
-        grid = (triton.cdiv(min(chunk_size, max_len), cfg.blocks["BT"]), NV, N * H)
-        kern.deltaformer_fwd_kernel_prefix[grid](w, k, u, m, lsum, acc, cu_seqlens, scale, T, chunk_size, i_c,
-                                                 **common, **cfg.kwargs())
-
-    def intra(cfg: LaunchConfig, i_c: int) -> None:
-        kern.deltaformer_fwd_kernel_intra[(NV, N * H)](w, k, v, beta, u, m, lsum, acc, lse, r, cu_seqlens, scale,
-                                                       T, chunk_size, i_c, SOLVE_PRECISION=solve_prec,
-                                                       STORE_R=store_r, **common, **cfg.kwargs())
-
-    for i_c in range(triton.cdiv(max_len, chunk_size)):
-        cfg_p = TUNERS["prefix"].pick(key, functools.partial(prefix, i_c=i_c), K, V)
-        prefix(cfg_p, i_c)
-        cfg_i = TUNERS["intra"].pick(key, functools.partial(intra, i_c=i_c), K, V)
-        intra(cfg_i, i_c)
+    for i_c in range(n_chunks):
+        ns_write = splits(i_c * chunk_size, ns_max) if i_c + 1 < n_chunks else 0
+        ns_read = splits((i_c - 1) * chunk_size, ns_max)
+        grid = (1 + ns_write * NTC, N * H)
+        KS = triton.cdiv(triton.cdiv(i_c * chunk_size, max(1, ns_write)), cfg.blocks["BS"]) * cfg.blocks["BS"]
+        kern.deltaformer_fwd_kernel_chunk[grid](
+            w, k, v, beta, u, lse, r, part_acc, part_ml, cu_seqlens, scale, T, chunk_size, i_c, N, ns_read, KS,
+            max(1, n_buf), H=H, K=K, V=V, BK=BK, BV=BV, CR=CR, KERNEL=kernel, IS_VARLEN=cu_seqlens is not None,
+            ACC=_tl_acc(v.dtype), DOT_PRECISION=prec, SOLVE_PRECISION=solve_prec, STORE_R=store_r, **cfg.kwargs())
     return u, lse, r
 
 
@@ -176,7 +201,7 @@ def read_fwd(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, *, scale: float,
     B, T, H, K = q.shape
     V = u.shape[-1]
     N, max_len = _sequences(B, T, cu_seqlens)
-    BK, BV = head_blocks(K, V)
+    BK, BV = head_blocks(K, V)[0], read_value_block(V)
     NV = triton.cdiv(V, BV)
     o = torch.empty_like(u)
     lse = torch.empty(B, T, H, dtype=acc_dtype(u.dtype), device=u.device)
@@ -446,7 +471,7 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
                  kernels: tuple[str, ...] = WRITE_KERNELS,
                  store_rs: tuple[bool, ...] = (False, True)) -> list[AotVariant]:
     """Every compilation the forward and backward launchers can request for these head dims (K == V) and dtypes
-    (``store_rs``: the forward intra kernel without and with the r = P u store that a backward needs)."""
+    (``store_rs``: the forward chunk kernel without and with the r = P u store that a backward needs)."""
     out: list[AotVariant] = []
     for dt in dtypes:
         for D in head_dims:
@@ -455,23 +480,20 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
             base = {"H": 4, "K": D, "V": D, "BK": BK, "BV": BV, "IS_VARLEN": True, "ACC": tl.float32,
                     "DOT_PRECISION": "ieee"}
             for kernel in kernels:
-                sig = {"w": p, "k": p, "u": p, "m": "*fp32", "lsum": "*fp32", "acc": "*fp32", "cu_seqlens": "*i32",
-                       "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
-                for cfg in prefix_configs(D, D):
-                    out.append(AotVariant("deltaformer_fwd_kernel_prefix", kern.deltaformer_fwd_kernel_prefix, sig,
-                                          {**base, "KERNEL": kernel, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
-                sig = {"w": p, "k": p, "v": p, "beta": p, "u": p, "m": "*fp32", "lsum": "*fp32", "acc": "*fp32",
-                       "lse": "*fp32", "r": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32",
-                       "i_c": "i32"}
-                for cfg in intra_configs(D, D):
-                    for store_r in store_rs:
-                        out.append(AotVariant("deltaformer_fwd_kernel_intra", kern.deltaformer_fwd_kernel_intra, sig,
-                                              {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3",
-                                               "STORE_R": store_r, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+                sig = {"w": p, "k": p, "v": p, "beta": p, "u": p, "lse": "*fp32", "r": "*fp32",
+                       "part_acc": "*fp32", "part_ml": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32",
+                       "C": "i32", "i_c": "i32", "N": "i32", "NS_READ": "i32", "KS": "i32", "NSMAX": "i32"}
+                cfg = chunk_config(D, D)
+                for store_r in store_rs:
+                    out.append(AotVariant("deltaformer_fwd_kernel_chunk", kern.deltaformer_fwd_kernel_chunk, sig,
+                                          {**base, "BV": max(16, next_power_of_2(D)), "CR": 128, "KERNEL": kernel,
+                                           "SOLVE_PRECISION": "tf32x3", "STORE_R": store_r, **cfg.blocks},
+                                          cfg.num_warps, cfg.num_stages))
                 out.extend(_bwd_variants(D, p, base, kernel))
             sig = {"q": p, "k": p, "u": p, "o": p, "lse": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
             for cfg in read_configs(D, D):
                 out.append(AotVariant("deltaformer_fwd_kernel_read", kern.deltaformer_fwd_kernel_read, sig,
-                                      {**base, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+                                      {**base, "BV": read_value_block(D), **cfg.blocks}, cfg.num_warps,
+                                      cfg.num_stages))
             out.extend(_bwd_variants(D, p, base, None))
     return out

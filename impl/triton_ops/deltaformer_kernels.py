@@ -1,9 +1,11 @@
 """DeltaFormer Triton kernels (``@triton.jit`` only; host code in ``deltaformer.py``, derivations in README.md).
 
-Forward, per chunk [cs, ce) of C rows, chunks in order (u of a chunk depends on all earlier chunks):
-  ``deltaformer_fwd_kernel_prefix``  rows of the chunk x keys j < cs: running max m, sum l, acc = sum p_tj u_j
-  ``deltaformer_fwd_kernel_intra``   row tiles of the chunk in order: earlier in-chunk tiles, then the diagonal tile's
-                                     unit lower-triangular solve (I + diag(beta) P) u = v - beta * acc, in fp32
+Forward, one launch per chunk [cs, ce) of C rows, chunks in order (u of a chunk depends on all earlier chunks):
+  ``deltaformer_fwd_kernel_chunk``   program 0 per head: merge the partial statistics of keys j < cs - C, fold the
+                                     previous chunk, then the chunk's row tiles in order: the diagonal tile's unit
+                                     lower-triangular solve (I + diag(beta) P) u = v - beta * acc in fp32 by a blocked
+                                     inverse; programs 1..: partial statistics of the NEXT chunk's rows over splits
+                                     of the finished keys (running max m, sum l, acc = sum p_tj u_j)
   ``deltaformer_fwd_kernel_read``    causal flash-style softmax attention over (q, k, u); stores the log-sum-exp
 Backward: ``deltaformer_bwd_kernel_read_dkdu`` / ``_read_dq`` (read-out), ``deltaformer_bwd_kernel_suffix`` /
 ``_intra`` (dv = M^-T du, chunks in reverse order), ``deltaformer_bwd_kernel_dw`` / ``_dk`` (write similarity).
@@ -15,7 +17,7 @@ KERNEL: "softmax" (normalised over j < t), "exp", "linear", "round" (half to eve
 import triton
 import triton.language as tl
 
-from impl.triton_ops.shared_kernels import inverse_unit_lower, seq_bounds
+from impl.triton_ops.shared_kernels import inverse_unit_lower, inverse_unit_lower_blocked, seq_bounds
 
 
 @triton.jit
@@ -68,123 +70,134 @@ def _online_update(b_s, m_s, b_u, b_m, b_l, b_acc, KERNEL: tl.constexpr, DOT_PRE
     return b_m, b_l, b_acc
 
 
-@triton.jit(do_not_specialize=["T", "C", "i_c"])
-def deltaformer_fwd_kernel_prefix(
-    w, k, u, m, lsum, acc, cu_seqlens, scale, T, C, i_c,
+@triton.jit
+def _merge_partial(b_m, b_l, b_acc, b_mp, b_lp, b_accp, KERNEL: tl.constexpr):
+    """Combine running statistics with a partial over another key range (log-sum-exp merge for softmax)."""
+    if KERNEL == "softmax":
+        b_mn = tl.maximum(b_m, b_mp)
+        b_ms = tl.where(b_mn == float("-inf"), 0.0, b_mn)
+        b_a = tl.exp(b_m - b_ms)
+        b_ap = tl.exp(b_mp - b_ms)
+        b_l = b_l * b_a + b_lp * b_ap
+        b_acc = b_acc * b_a[:, None] + b_accp * b_ap[:, None]
+        b_m = b_mn
+    else:
+        b_acc = b_acc + b_accp
+    return b_m, b_l, b_acc
+
+
+@triton.jit
+def _fold_keys(b_w, k, u, k0, k1, b_m, b_l, b_acc, scale, o_j, o_k, o_v, m_k, m_v,
+               H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BS: tl.constexpr, KERNEL: tl.constexpr,
+               ACC: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Fold keys [k0, k1) (their u final) into the statistics of the rows of b_w, in tiles of BS keys."""
+    for s0 in range(k0, k1, BS):
+        o_s = s0 + o_j
+        m_s = o_s < k1
+        # [BS, BK], [BS, BV]
+        b_k = tl.load(_tile(k, s0, H * K, o_j, o_k), mask=m_s[:, None] & m_k[None, :], other=0.0)
+        b_u = tl.load(_tile(u, s0, H * V, o_j, o_v), mask=m_s[:, None] & m_v[None, :], other=0.0)
+        # [BT, BS]
+        b_s = tl.dot(b_w, tl.trans(b_k), input_precision=DOT_PRECISION).to(ACC) * scale
+        b_m, b_l, b_acc = _online_update(b_s, m_s[None, :], b_u, b_m, b_l, b_acc, KERNEL, DOT_PRECISION)
+    return b_m, b_l, b_acc
+
+
+@triton.jit(do_not_specialize=["T", "C", "i_c", "N", "NS_READ", "KS", "NSMAX"])
+def deltaformer_fwd_kernel_chunk(
+    w, k, v, beta, u, lse, r, part_acc, part_ml, cu_seqlens, scale, T, C, i_c, N, NS_READ, KS, NSMAX,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    KERNEL: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BT: tl.constexpr, BTS: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, CR: tl.constexpr,
+    KERNEL: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, SOLVE_PRECISION: tl.constexpr, STORE_R: tl.constexpr,
 ):
-    i_t, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    """One launch per chunk i_c. Program 0 (per sequence and head) solves chunk i_c; programs 1.. compute, for the
+    rows of chunk i_c + 1, partial statistics over a split of the finished keys [0, i_c C) (split (p - 1) // NTC,
+    row tile (p - 1) % NTC of BT rows), which the next launch's solver merges. Partials of chunk c live in buffer
+    c % 2. The solver walks its chunk in row tiles of BTS (<= BT: its inverse and residual keep more tiles live)."""
+    i_p, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
-    # chunk [cs, ce) in positions relative to the sequence start
-    cs = i_c * C
-    ce = tl.minimum(cs + C, L)
-    if cs + i_t * BT >= ce:
-        return
-    # int64 only in scalar bases (sequence, head, tile row); in-tile offsets stay int32
+    NTC: tl.constexpr = (CR + BT - 1) // BT
     w += (bos * H + i_h) * K
     k += (bos * H + i_h) * K
-    u += (bos * H + i_h) * V + i_v * BV
-    acc += (bos * H + i_h) * V + i_v * BV
-    m += bos * H + i_h
-    lsum += bos * H + i_h
+    v += (bos * H + i_h) * V
+    u += (bos * H + i_h) * V
+    beta += bos * H + i_h
+    lse += bos * H + i_h
     o_i = tl.arange(0, BT)
     o_j = tl.arange(0, BS)
     o_k = tl.arange(0, BK)
     o_v = tl.arange(0, BV)
     m_k = o_k < K
-    m_v = o_v < V - i_v * BV
-    r0 = cs + i_t * BT
-    o_t = r0 + o_i
-    m_t = o_t < ce
+    m_v = o_v < V
+    if i_p > 0:
+        # partial statistics for rows of chunk i_c + 1 over keys [s KS, min((s + 1) KS, i_c C))
+        i_t = (i_p - 1) % NTC
+        i_s = (i_p - 1) // NTC
+        cs = (i_c + 1) * C
+        ce = tl.minimum(cs + C, L)
+        r0 = cs + i_t * BT
+        if r0 >= ce:
+            return
+        m_t = (r0 + o_i) < ce
+        k0 = i_s * KS
+        k1 = tl.minimum(k0 + KS, i_c * C)
+        # [BT, BK]
+        b_w = tl.load(_tile(w, r0, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
+        b_m = tl.full([BT], float("-inf"), dtype=ACC)
+        b_l = tl.zeros([BT], dtype=ACC)
+        b_acc = tl.zeros([BT, BV], dtype=ACC)
+        b_m, b_l, b_acc = _fold_keys(b_w, k, u, k0, k1, b_m, b_l, b_acc, scale, o_j, o_k, o_v, m_k, m_v,
+                                     H, K, V, BS, KERNEL, ACC, DOT_PRECISION)
+        slot = (((i_c + 1) % 2) * NSMAX + i_s) * N + i_n
+        p_acc = part_acc + tl.cast(slot, tl.int64) * (CR * H * V) + i_h * V
+        tl.store(_tile(p_acc, r0 - cs, H * V, o_i, o_v), b_acc.to(part_acc.dtype.element_ty),
+                 mask=m_t[:, None] & m_v[None, :])
+        if KERNEL == "softmax":
+            p_ml = part_ml + tl.cast(slot, tl.int64) * (CR * H * 2) + i_h * 2
+            tl.store(_vec(p_ml, r0 - cs, H * 2, o_i), b_m.to(part_ml.dtype.element_ty), mask=m_t)
+            tl.store(_vec(p_ml + 1, r0 - cs, H * 2, o_i), b_l.to(part_ml.dtype.element_ty), mask=m_t)
+        return
 
-    # [BT, BK]
-    b_w = tl.load(_tile(w, r0, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
-    b_m = tl.full([BT], float("-inf"), dtype=ACC)
-    b_l = tl.zeros([BT], dtype=ACC)
-    b_acc = tl.zeros([BT, BV], dtype=ACC)
-    for i_s in range(0, tl.cdiv(cs, BS)):
-        s0 = i_s * BS
-        o_s = s0 + o_j
-        # the last key tile may straddle the chunk start: keys j >= cs have no u yet
-        m_s = o_s < cs
-        # [BS, BK]
-        b_k = tl.load(_tile(k, s0, H * K, o_j, o_k), mask=m_s[:, None] & m_k[None, :], other=0.0)
-        # [BS, BV]
-        b_u = tl.load(_tile(u, s0, H * V, o_j, o_v), mask=m_s[:, None] & m_v[None, :], other=0.0)
-        # [BT, BS]
-        b_s = tl.dot(b_w, tl.trans(b_k), input_precision=DOT_PRECISION).to(ACC) * scale
-        b_m, b_l, b_acc = _online_update(b_s, m_s[None, :], b_u, b_m, b_l, b_acc, KERNEL, DOT_PRECISION)
-
-    tl.store(_tile(acc, r0, H * V, o_i, o_v), b_acc.to(acc.dtype.element_ty),
-             mask=m_t[:, None] & m_v[None, :])
-    if KERNEL == "softmax":
-        tl.store(_vec(m, r0, H, o_i), b_m.to(m.dtype.element_ty), mask=m_t)
-        tl.store(_vec(lsum, r0, H, o_i), b_l.to(lsum.dtype.element_ty), mask=m_t)
-
-
-@triton.jit(do_not_specialize=["T", "C", "i_c"])
-def deltaformer_fwd_kernel_intra(
-    w, k, v, beta, u, m, lsum, acc, lse, r, cu_seqlens, scale, T, C, i_c,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    KERNEL: tl.constexpr, IS_VARLEN: tl.constexpr, ACC: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, SOLVE_PRECISION: tl.constexpr, STORE_R: tl.constexpr,
-):
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos, eos = seq_bounds(cu_seqlens, i_n.to(tl.int64), T, IS_VARLEN)
-    L = (eos - bos).to(tl.int32)
     cs = i_c * C
     ce = tl.minimum(cs + C, L)
-    w += (bos * H + i_h) * K
-    k += (bos * H + i_h) * K
-    v += (bos * H + i_h) * V + i_v * BV
-    u += (bos * H + i_h) * V + i_v * BV
-    acc += (bos * H + i_h) * V + i_v * BV
+    if cs >= ce:
+        return
     if STORE_R:
-        r += (bos * H + i_h) * V + i_v * BV
-    beta += bos * H + i_h
-    m += bos * H + i_h
-    lsum += bos * H + i_h
-    lse += bos * H + i_h
-    o_i = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V - i_v * BV
-    for i_t in range(0, tl.cdiv(ce - cs, BT)):
-        r0 = cs + i_t * BT
+        r += (bos * H + i_h) * V
+    o_i = tl.arange(0, BTS)
+    for i_t in range(0, tl.cdiv(ce - cs, BTS)):
+        r0 = cs + i_t * BTS
         o_t = r0 + o_i
         m_t = o_t < ce
         m_tv = m_t[:, None] & m_v[None, :]
-        # [BT, BK]
+        # [BTS, BK]
         b_w = tl.load(_tile(w, r0, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
-        # [BT, BV]
-        b_acc = tl.load(_tile(acc, r0, H * V, o_i, o_v), mask=m_tv, other=0.0).to(ACC)
-        if KERNEL == "softmax":
-            b_m = tl.load(_vec(m, r0, H, o_i), mask=m_t, other=float("-inf")).to(ACC)
-            b_l = tl.load(_vec(lsum, r0, H, o_i), mask=m_t, other=0.0).to(ACC)
-        else:
-            b_m = tl.zeros([BT], dtype=ACC)
-            b_l = tl.zeros([BT], dtype=ACC)
-        for i_s in range(0, i_t):
-            s0 = cs + i_s * BT
-            o_s = s0 + o_i
-            # [BT, BK]
-            b_k = tl.load(_tile(k, s0, H * K, o_i, o_k), mask=m_k[None, :], other=0.0)
-            # [BT, BV], written by this program in an earlier iteration
-            b_u = tl.load(_tile(u, s0, H * V, o_i, o_v), mask=m_v[None, :], other=0.0)
-            # [BT, BT]
-            b_s = tl.dot(b_w, tl.trans(b_k), input_precision=DOT_PRECISION).to(ACC) * scale
-            b_m, b_l, b_acc = _online_update(b_s, (o_s < ce)[None, :], b_u, b_m, b_l, b_acc, KERNEL, DOT_PRECISION)
+        b_m = tl.full([BTS], float("-inf"), dtype=ACC)
+        b_l = tl.zeros([BTS], dtype=ACC)
+        b_acc = tl.zeros([BTS, BV], dtype=ACC)
+        # keys [0, cs - C): partials computed by the previous launch, one per key split
+        for i_s in range(0, NS_READ):
+            slot = ((i_c % 2) * NSMAX + i_s) * N + i_n
+            p_acc = part_acc + tl.cast(slot, tl.int64) * (CR * H * V) + i_h * V
+            b_accp = tl.load(_tile(p_acc, r0 - cs, H * V, o_i, o_v), mask=m_tv, other=0.0).to(ACC)
+            b_mp = tl.full([BTS], float("-inf"), dtype=ACC)
+            b_lp = tl.zeros([BTS], dtype=ACC)
+            if KERNEL == "softmax":
+                p_ml = part_ml + tl.cast(slot, tl.int64) * (CR * H * 2) + i_h * 2
+                b_mp = tl.load(_vec(p_ml, r0 - cs, H * 2, o_i), mask=m_t, other=float("-inf")).to(ACC)
+                b_lp = tl.load(_vec(p_ml + 1, r0 - cs, H * 2, o_i), mask=m_t, other=0.0).to(ACC)
+            b_m, b_l, b_acc = _merge_partial(b_m, b_l, b_acc, b_mp, b_lp, b_accp, KERNEL)
+        # keys [cs - C, r0): the previous chunk (solved by the previous launch) and this chunk's earlier row tiles
+        # (solved by this program; the barrier at the end of each tile orders their store and this load)
+        b_m, b_l, b_acc = _fold_keys(b_w, k, u, tl.maximum(cs - C, 0), r0, b_m, b_l, b_acc, scale, o_j, o_k, o_v,
+                                     m_k, m_v, H, K, V, BS, KERNEL, ACC, DOT_PRECISION)
 
-        # [BT, BK]
+        # [BTS, BK]
         b_k = tl.load(_tile(k, r0, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
-        # [BT, BT] the diagonal tile, strictly lower part
+        # [BTS, BTS] the diagonal tile, strictly lower part
         b_s = tl.dot(b_w, tl.trans(b_k), input_precision=DOT_PRECISION).to(ACC) * scale
         m_d = (o_i[:, None] > o_i[None, :]) & m_t[None, :]
         if KERNEL == "softmax":
@@ -198,19 +211,18 @@ def deltaformer_fwd_kernel_intra(
             b_rl = tl.where(b_l > 0, 1.0 / tl.where(b_l > 0, b_l, 1.0), 0.0)
             b_a = b_acc * (b_alpha * b_rl)[:, None]
             b_P = b_p * b_rl[:, None]
-            if i_v == 0:
-                b_lse = tl.where(b_l > 0, b_ms + tl.log(tl.where(b_l > 0, b_l, 1.0)), float("-inf"))
-                tl.store(_vec(lse, r0, H, o_i), b_lse.to(lse.dtype.element_ty), mask=m_t)
+            b_lse = tl.where(b_l > 0, b_ms + tl.log(tl.where(b_l > 0, b_l, 1.0)), float("-inf"))
+            tl.store(_vec(lse, r0, H, o_i), b_lse.to(lse.dtype.element_ty), mask=m_t)
         else:
             b_a = b_acc
             b_P = tl.where(m_d, _kappa(b_s, KERNEL), 0.0)
-        # [BT, BV]
+        # [BTS, BV]
         b_v = tl.load(_tile(v, r0, H * V, o_i, o_v), mask=m_tv, other=0.0).to(ACC)
-        # [BT]
+        # [BTS]
         b_beta = tl.load(_vec(beta, r0, H, o_i), mask=m_t, other=0.0).to(ACC)
         # residual in the accumulation type, never rounded to the input type before the subtraction
         b_r = b_v - b_beta[:, None] * b_a
-        b_Ai = inverse_unit_lower(b_beta[:, None] * b_P, tl.minimum(ce - cs - i_t * BT, BT), BT)
+        b_Ai = inverse_unit_lower_blocked(b_beta[:, None] * b_P, BTS, SOLVE_PRECISION)
         b_u = tl.dot(b_Ai, b_r, input_precision=SOLVE_PRECISION)
         tl.store(_tile(u, r0, H * V, o_i, o_v), b_u.to(u.dtype.element_ty), mask=m_tv)
         if STORE_R:
