@@ -52,7 +52,7 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float | 
         q, k, v, beta, scale, initial_state, output_final_state, chunk_size, cu_seqlens)
     if bt is None:
         raise TypeError("beta must be a torch.Tensor [B, T, H], got NoneType")
-    module = backend_module(resolve_backend(backend, qt.device), "delta_rule")
+    module = backend_module(resolve_backend(backend, qt.device, qt.dtype), "delta_rule")
     o, final = module.delta_rule(qt, kt, vt, bt, scale=resolved, initial_state=state, output_final_state=flag,
                                  chunk_size=chunk, cu_seqlens=cu)
     return RecurrentOutput(o, final)

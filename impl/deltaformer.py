@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from impl import _validate
+from impl import _validate, _write_kernels
 from impl._backend import backend_module, resolve_backend
 
 __all__ = ["DecodeOutput", "deltaformer_attn", "deltaformer_decode_step", "deltaformer_u"]
-
-KERNELS: tuple[str, ...] = ("softmax", "exp", "linear", "round")
-WRITES: tuple[str, ...] = ("k", "q")
-
-
-def _write_scale(kernel: str, d_k: int) -> float:
-    return 1.0 if kernel in ("linear", "round") else 1.0 / math.sqrt(d_k)
 
 
 def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *, kernel: str = "softmax",
@@ -38,15 +30,15 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *
             or backend.
         RuntimeError: the requested backend cannot run.
     """
-    kernel = _validate.check_choice("kernel", kernel, KERNELS)
+    kernel = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
     w, k, v, beta = _validate.check_qkv(w, k, v, beta, q_name="w")
     given = _validate.check_scale(scale)
     chunk_size = _validate.check_chunk_size(chunk_size)
     cu = _validate.check_cu_seqlens(cu_seqlens, batch=w.shape[0], total=w.shape[1], device=w.device)
-    module = backend_module(resolve_backend(backend, w.device), "deltaformer")
+    module = backend_module(resolve_backend(backend, w.device, w.dtype), "deltaformer")
     beta = torch.ones(w.shape[:3], dtype=w.dtype, device=w.device) if beta is None else beta
-    resolved = _write_scale(kernel, w.shape[-1]) if given is None else given
-    u: Tensor = module.deltaformer_u(w, k, v, beta, kernel=kernel, scale=resolved, chunk_size=chunk_size,
+    write_scale, _ = _write_kernels.resolve_scales(kernel, w.shape[-1], given)
+    u: Tensor = module.deltaformer_u(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size,
                                      cu_seqlens=cu)
     return u
 
@@ -61,16 +53,17 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None
     ``scale`` None: the write kernel's default (see ``deltaformer_u``) and 1/sqrt(K) for the read-out; a number is
     used for both. Other arguments and errors as ``deltaformer_u``.
     """
-    write = _validate.check_choice("write", write, WRITES)
-    kernel = _validate.check_choice("kernel", kernel, KERNELS)
+    write = _validate.check_choice("write", write, _write_kernels.WRITES)
+    kernel = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
     q, k, v, beta = _validate.check_qkv(q, k, v, beta)
     given = _validate.check_scale(scale)
     chunk_size = _validate.check_chunk_size(chunk_size)
     cu = _validate.check_cu_seqlens(cu_seqlens, batch=q.shape[0], total=q.shape[1], device=q.device)
-    module = backend_module(resolve_backend(backend, q.device), "deltaformer")
+    module = backend_module(resolve_backend(backend, q.device, q.dtype), "deltaformer")
     beta = torch.ones(q.shape[:3], dtype=q.dtype, device=q.device) if beta is None else beta
-    o: Tensor = module.deltaformer_attn(q, k, v, beta, write=write, kernel=kernel, scale=given,
-                                        chunk_size=chunk_size, cu_seqlens=cu)
+    write_scale, read_scale = _write_kernels.resolve_scales(kernel, q.shape[-1], given)
+    o: Tensor = module.deltaformer_attn(q, k, v, beta, write=write, kernel=kernel, write_scale=write_scale,
+                                        read_scale=read_scale, chunk_size=chunk_size, cu_seqlens=cu)
     return o
 
 
@@ -96,8 +89,8 @@ def deltaformer_decode_step(cache_k: Tensor, cache_u: Tensor, q_t: Tensor, k_t: 
     caches reproduces ``deltaformer_attn`` row by row. Computed in fp32 for fp16/bf16 (cache kept in the input
     dtype), in plain PyTorch on any device (no backend choice: one token is a matrix-vector product).
     """
-    write = _validate.check_choice("write", write, WRITES)
-    kernel = _validate.check_choice("kernel", kernel, KERNELS)
+    write = _validate.check_choice("write", write, _write_kernels.WRITES)
+    kernel = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
     q_t = _validate.check_tensor("q_t", q_t, ndim=3, layout="[B, H, K]")
     B, H, K = q_t.shape
     k_t = _validate.check_tensor("k_t", k_t, ndim=3, layout="[B, H, K]", dtype=q_t.dtype, dtype_of="q_t",
@@ -126,8 +119,7 @@ def deltaformer_decode_step(cache_k: Tensor, cache_u: Tensor, q_t: Tensor, k_t: 
                                          dtype_of="q_t", shape=(B, t, H, V), shape_of="cache_k and v_t")
     _validate.check_same_device(q_t=q_t, k_t=k_t, v_t=v_t, beta_t=beta_t, cache_k=cache_k, cache_u=cache_u)
     given = _validate.check_scale(scale)
-    write_scale = _write_scale(kernel, K) if given is None else given
-    read_scale = 1.0 / math.sqrt(K) if given is None else given
+    write_scale, read_scale = _write_kernels.resolve_scales(kernel, K, given)
     dtype = torch.promote_types(q_t.dtype, torch.float32)
     q32, k32, v32 = q_t.to(dtype), k_t.to(dtype), v_t.to(dtype)
     keys_prev, u_prev = cache_k.to(dtype), cache_u.to(dtype)
@@ -135,14 +127,7 @@ def deltaformer_decode_step(cache_k: Tensor, cache_u: Tensor, q_t: Tensor, k_t: 
     u32 = v32
     if t > 0:
         scores = torch.einsum("bhk,bthk->bht", w32, keys_prev) * write_scale
-        if kernel == "softmax":
-            weights = torch.softmax(scores, dim=-1)
-        elif kernel == "exp":
-            weights = torch.exp(scores)
-        elif kernel == "linear":
-            weights = scores
-        else:
-            weights = torch.round(scores)
+        weights = _write_kernels.get(kernel).weights(scores, None)
         beta32 = torch.ones(B, H, dtype=dtype, device=q_t.device) if beta_t is None else beta_t.to(dtype)
         u32 = v32 - beta32[..., None] * torch.einsum("bht,bthv->bhv", weights, u_prev)
     keys = torch.cat([keys_prev, k32[:, None]], dim=1)

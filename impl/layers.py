@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from impl import _validate
-from impl.deltaformer import KERNELS, WRITES, deltaformer_attn, deltaformer_decode_step
+from impl import _validate, _write_kernels
+from impl.deltaformer import deltaformer_attn, deltaformer_decode_step
 
 __all__ = ["BETA_MODES", "DeltaFormerAttention", "DeltaFormerCache"]
 
@@ -51,8 +51,8 @@ class DeltaFormerAttention(nn.Module):
                 raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads}) when "
                                  f"head_dim is not given")
             head_dim = hidden_size // num_heads
-        self.write = _validate.check_choice("write", write, WRITES)
-        self.kernel = _validate.check_choice("kernel", kernel, KERNELS)
+        self.write = _validate.check_choice("write", write, _write_kernels.WRITES)
+        self.kernel = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
         self.beta_mode = _validate.check_choice("beta_mode", beta_mode, BETA_MODES)
         self.scale = _validate.check_scale(scale)
         self.chunk_size = _validate.check_chunk_size(chunk_size)

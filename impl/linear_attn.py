@@ -21,7 +21,7 @@ def linear_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None,
     """
     qt, kt, vt, _, resolved, state, flag, chunk, cu = check_recurrent(
         q, k, v, None, scale, initial_state, output_final_state, chunk_size, cu_seqlens)
-    module = backend_module(resolve_backend(backend, qt.device), "linear_attn")
+    module = backend_module(resolve_backend(backend, qt.device, qt.dtype), "linear_attn")
     o, final = module.linear_attn(qt, kt, vt, scale=resolved, initial_state=state, output_final_state=flag,
                                   chunk_size=chunk, cu_seqlens=cu)
     return RecurrentOutput(o, final)

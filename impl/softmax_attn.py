@@ -24,7 +24,7 @@ def softmax_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None,
     given = _validate.check_scale(scale)
     chunk = _validate.check_chunk_size(chunk_size)
     cu = _validate.check_cu_seqlens(cu_seqlens, batch=qt.shape[0], total=qt.shape[1], device=qt.device)
-    module = backend_module(resolve_backend(backend, qt.device), "softmax_attn")
+    module = backend_module(resolve_backend(backend, qt.device, qt.dtype), "softmax_attn")
     o: Tensor = module.softmax_attn(qt, kt, vt, scale=1.0 / math.sqrt(qt.shape[-1]) if given is None else given,
                                     chunk_size=chunk, cu_seqlens=cu)
     return o

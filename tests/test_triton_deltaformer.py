@@ -43,6 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
+from impl._write_kernels import resolve_scales
 from impl.triton_ops import deltaformer as tri
 from impl.triton_ops._runtime import interpreting
 from impl.triton_ops.shared_kernels import inverse_unit_lower_blocked
@@ -217,7 +218,9 @@ def test_triton_deltaformer_attn_matches_spec(write: str, scale: float | None) -
     """The backend entry point: write mode, default scales (1/sqrt(d) read, per-kernel write) and a given scale."""
     problem = make_problem(1, 18, 1, 16, 16, kernel="linear", chunk=8, seed=11)
     q, k, v, beta = problem.cast(torch.float64)
-    o = tri.deltaformer_attn(q, k, v, beta, write=write, kernel="linear", scale=scale, chunk_size=8, cu_seqlens=None)
+    write_scale, read_scale = resolve_scales("linear", 16, scale)
+    o = tri.deltaformer_attn(q, k, v, beta, write=write, kernel="linear", write_scale=write_scale,
+                             read_scale=read_scale, chunk_size=8, cu_seqlens=None)
     ref = spec.deltaformer_attn(*(x[0, :, 0].numpy() for x in (problem.q, problem.k, problem.v)),
                                 problem.beta[0, :, 0].numpy(), write=write, kernel="linear", scale=scale)
     # fp64, T = 18, well conditioned (|beta| < 0.1): a 1e-12 relative budget is ~5000 u_r, far above the bound

@@ -133,9 +133,10 @@ def test_triton_forward_without_grad_stores_no_r_and_matches_the_grad_forward() 
     q, k = (0.5 * torch.randn(1, 21, 1, 16, generator=g, dtype=torch.float64) for _ in range(2))
     v = torch.randn(1, 21, 1, 16, generator=g, dtype=torch.float64)
     beta = torch.rand(1, 21, 1, generator=g, dtype=torch.float64)
-    o_plain = tri.deltaformer_attn(q, k, v, beta, write="k", kernel="softmax", scale=None, chunk_size=8,
+    scales = {"write_scale": 0.25, "read_scale": 0.25}
+    o_plain = tri.deltaformer_attn(q, k, v, beta, write="k", kernel="softmax", **scales, chunk_size=8,
                                    cu_seqlens=None)
-    o_grad = tri.deltaformer_attn(q.requires_grad_(), k, v, beta, write="k", kernel="softmax", scale=None,
+    o_grad = tri.deltaformer_attn(q.requires_grad_(), k, v, beta, write="k", kernel="softmax", **scales,
                                   chunk_size=8, cu_seqlens=None)
     assert o_grad.requires_grad
     assert torch.equal(o_plain, o_grad.detach())

@@ -34,18 +34,13 @@ from torch.nn import functional
 
 from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd, varlen_map
 
-__all__ = ["deltaformer_attn", "deltaformer_u", "write_scale_default"]
+__all__ = ["deltaformer_attn", "deltaformer_u"]
 
 USE_CPU_FLASH = True
 """Use the fused CPU flash-attention op for the prefix pass when it applies (tests switch it off to cover the
 matmul path on CPU)."""
 
 _NEG_INF = -math.inf
-
-
-def write_scale_default(kernel: str, d_k: int) -> float:
-    """The spec's default write scale: 1/sqrt(d_k) for softmax/exp, 1 for linear/round."""
-    return 1.0 if kernel in ("linear", "round") else 1.0 / math.sqrt(d_k)
 
 
 def _flash_applies(w: Tensor, u: Tensor, kernel: str) -> bool:
@@ -397,16 +392,13 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str,
 
 
 def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: str, kernel: str,
-                     scale: float | None, chunk_size: int, cu_seqlens: Tensor | None) -> Tensor:
-    """Torch backend of ``impl.deltaformer_attn``: o = causal_softmax(read_scale Q K^T) U, U from DF.4.
+                     write_scale: float, read_scale: float, chunk_size: int, cu_seqlens: Tensor | None) -> Tensor:
+    """Torch backend of ``impl.deltaformer_attn``: o = causal_softmax(read_scale Q K^T) U, U from DF.4 with
+    ``write_scale`` in kappa_1.
 
-    Implements spec.deltaformer.deltaformer_attn (DF.9). ``scale`` None: the write kernel's default
-    (``write_scale_default``) and 1/sqrt(K) for the read-out; a number is used for both. The read-out is
+    Implements spec.deltaformer.deltaformer_attn (DF.9). The read-out is
     ``functional.scaled_dot_product_attention(is_causal=True)`` (its own fused kernel and backward).
     """
-    d_k = q.shape[-1]
-    write_scale = write_scale_default(kernel, d_k) if scale is None else scale
-    read_scale = 1.0 / math.sqrt(d_k) if scale is None else scale
     dtype = compute_dtype(v.dtype)
 
     def run(q_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:

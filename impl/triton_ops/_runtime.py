@@ -10,7 +10,6 @@ configuration that spills or fails to compile cannot be selected unseen.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from typing import Any
 
 import torch
 from triton.testing import do_bench
+
+from impl._backend import interpreter_enabled
 
 __all__ = ["HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions", "interpreting",
            "next_power_of_2", "planning_for_gpu"]
@@ -38,9 +39,9 @@ def planning_for_gpu() -> Iterator[None]:
 
 
 def interpreting() -> bool:
-    """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``) and no GPU launch plan is
-    being recorded (``planning_for_gpu``)."""
-    return not _PLANNING[0] and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton runs kernels through its CPU interpreter (``impl._backend.interpreter_enabled``) and no GPU
+    launch plan is being recorded (``planning_for_gpu``)."""
+    return not _PLANNING[0] and interpreter_enabled()
 
 
 def next_power_of_2(n: int) -> int:

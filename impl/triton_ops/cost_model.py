@@ -406,12 +406,15 @@ def record_deltaformer(B: int, T: int, H: int, D: int, *, dtype: torch.dtype = t
                        backward: bool = False) -> tuple[list[Launch], list[Launch]]:
     """(forward launches, backward launches) of this backend's ``deltaformer_attn`` (write="k"); the forward is
     the autograd forward (it also stores r = P u) when ``backward``, else the inference forward."""
+    from impl import _write_kernels
     from impl.triton_ops import deltaformer as tri
 
     C = tri.default_chunk_size(T) if chunk_size is None else chunk_size
     q, k, v, beta = _meta_inputs(B, T, H, D, dtype, backward)
     with record() as fwd:
-        o = tri.deltaformer_attn(q, k, v, beta, write="k", kernel=kernel, scale=None, chunk_size=C, cu_seqlens=None)
+        o = tri.deltaformer_attn(q, k, v, beta, write="k", kernel=kernel,
+                                 write_scale=_write_kernels.default_scale(kernel, D), read_scale=D**-0.5,
+                                 chunk_size=C, cu_seqlens=None)
     bwd: list[Launch] = []
     if backward:
         grad = torch.empty_like(o)

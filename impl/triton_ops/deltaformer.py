@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from impl import _write_kernels
 from impl.triton_ops import deltaformer_kernels as kern
 from impl.triton_ops._runtime import (
     HEAD_DIMS,
@@ -399,17 +400,11 @@ def deltaformer_u(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch
 
 
 def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, write: str,
-                     kernel: str, scale: float | None, chunk_size: int,
+                     kernel: str, write_scale: float, read_scale: float, chunk_size: int,
                      cu_seqlens: torch.Tensor | None) -> torch.Tensor:
-    """DF.9: o = causal_softmax(read_scale q k^T) U, U from DF.1 with w = k (write="k") or w = q (write="q").
-
-    ``scale`` None: 1/sqrt(K) for the read-out and for softmax/exp writes, 1 for linear/round writes; a number is
-    used for both.
-    """
+    """DF.9: o = causal_softmax(read_scale q k^T) U, U from DF.1 with w = k (write="k") or w = q (write="q") and
+    ``write_scale`` in kappa_1."""
     inputs = (q, k, v, beta)
-    K = q.shape[-1]
-    read_scale = K ** -0.5 if scale is None else float(scale)
-    write_scale = (1.0 if kernel in ("linear", "round") else K ** -0.5) if scale is None else float(scale)
     if _needs_grad(*inputs):
         out: torch.Tensor = _DeltaFormerAttn.apply(  # type: ignore[no-untyped-call]
             *(x.contiguous() for x in inputs), write, kernel, write_scale, read_scale, chunk_size, cu_seqlens)
@@ -419,9 +414,6 @@ def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
     u, _, _ = u_fwd(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
     o, _ = read_fwd(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
     return o
-
-
-WRITE_KERNELS: tuple[str, ...] = ("softmax", "exp", "linear", "round")
 
 
 def _bwd_variants(D: int, p: str, base: dict[str, Any], kernel: str | None) -> list[AotVariant]:
@@ -468,7 +460,7 @@ def _bwd_attn_variants(D: int, sig: dict[str, str], consts: dict[str, Any]) -> l
 
 
 def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...] = LOW_PRECISION,
-                 kernels: tuple[str, ...] = WRITE_KERNELS,
+                 kernels: tuple[str, ...] = _write_kernels.NAMES,
                  store_rs: tuple[bool, ...] = (False, True)) -> list[AotVariant]:
     """Every compilation the forward and backward launchers can request for these head dims (K == V) and dtypes
     (``store_rs``: the forward chunk kernel without and with the r = P u store that a backward needs)."""
