@@ -40,7 +40,8 @@ def test_every_kernel_compiles_for_sm80_and_sm90a_without_spills_on_tensor_cores
     assert rows, "no variants compiled\n" + report
     assert {row[1] for row in rows} == arch_names, report
     assert {row[0] for row in rows} >= {"deltaformer_fwd_kernel_chunk", "deltaformer_fwd_kernel_read",
-                                        "deltaformer_bwd_kernel_rowdot", "deltaformer_bwd_kernel_dq", "deltaformer_bwd_kernel_dk",
+                                        "deltaformer_bwd_kernel_rowdot", "deltaformer_bwd_kernel_dq",
+                                        "deltaformer_bwd_kernel_dk",
                                         "deltaformer_bwd_kernel_suffix", "deltaformer_bwd_kernel_intra"}, report
     recurrent = {"delta_rule_fwd_kernel_wy", "chunk_fwd_kernel_h", "chunk_fwd_kernel_o", "chunk_bwd_kernel_dh",
                  "chunk_bwd_kernel_dqk", "delta_rule_bwd_kernel_wy"}
