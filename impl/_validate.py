@@ -1,9 +1,11 @@
 """Backend-independent input checks, run by every public op before dispatch.
 
 Each error names the argument, what was expected and what was received. ``TypeError`` for a wrong kind of value
-(not a tensor, wrong dtype, dtype mismatch, non-integer option), ``ValueError`` for a wrong shape, device, layout
-(non-contiguous), value (NaN, Inf, empty sequence, bad ``cu_seqlens``) or option name. ``RuntimeError`` (an
-unavailable backend) comes from ``impl._backend``.
+(not a tensor, wrong dtype, dtype mismatch, non-integer option), ``ValueError`` for a wrong shape, device, value
+(NaN, Inf, empty sequence, bad ``cu_seqlens``) or option name. Any memory layout is accepted (transposed views,
+``unbind`` / ``chunk`` slices of a fused projection, expanded tensors): a validated tensor is returned contiguous
+(a copy only when it is not already), so the backends see one layout and gradients flow back to the view.
+``RuntimeError`` (an unavailable backend) comes from ``impl._backend``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.fl
 def check_tensor(name: str, x: object, *, ndim: int, layout: str, dtype: torch.dtype | None = None,
                  dtype_of: str = "", shape: tuple[int | None, ...] | None = None, shape_of: str = "",
                  finite: bool = True) -> Tensor:
-    """A contiguous floating tensor of rank ``ndim``; matching ``dtype`` and ``shape`` (None = any size) if given.
+    """A floating tensor of rank ``ndim``, returned contiguous; matching ``dtype`` and ``shape`` (None = any size).
 
     ``layout`` names the axes for messages (e.g. "[B, T, H, K]"); ``dtype_of`` / ``shape_of`` name the argument the
     expectation comes from.
@@ -55,12 +57,9 @@ def check_tensor(name: str, x: object, *, ndim: int, layout: str, dtype: torch.d
                                  f"got {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); every dimension, including T, must be >= 1")
-    if not x.is_contiguous():
-        raise ValueError(f"{name} must be contiguous (call .contiguous()), got strides {x.stride()} for shape "
-                         f"{tuple(x.shape)}")
     if finite and not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf; the op needs finite inputs")
-    return x
+    return x.contiguous()
 
 
 def all_finite(x: Tensor) -> bool:
@@ -88,10 +87,12 @@ def check_choice(name: str, x: object, options: Iterable[str]) -> str:
     return x
 
 
-def check_chunk_size(x: object) -> int:
-    """A Python int >= 1."""
+def check_chunk_size(x: object) -> int | None:
+    """None (the backend picks its best), or a Python int >= 1 (always honoured)."""
+    if x is None:
+        return None
     if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError(f"chunk_size must be an int >= 1, got {type(x).__name__}")
+        raise TypeError(f"chunk_size must be None or an int >= 1, got {type(x).__name__}")
     if x < 1:
         raise ValueError(f"chunk_size must be >= 1, got {x}")
     return x
@@ -142,12 +143,12 @@ def check_cu_seqlens(cu_seqlens: object, *, batch: int, total: int, device: torc
         if bounds[i] <= bounds[i - 1]:
             raise ValueError(f"cu_seqlens must be strictly increasing (every sequence has length >= 1), got "
                              f"cu_seqlens[{i - 1}] = {bounds[i - 1]} and cu_seqlens[{i}] = {bounds[i]}")
-    return cu_seqlens.to(torch.int64)
+    return cu_seqlens.to(torch.int64).contiguous()
 
 
 def check_state(name: str, x: object, *, shape: tuple[int, int, int, int], dtype: torch.dtype,
                 device: torch.device) -> Tensor | None:
-    """None, or a finite contiguous [N, H, K, V] tensor in the inputs' dtype and device."""
+    """None, or a finite [N, H, K, V] tensor in the inputs' dtype and device (returned contiguous)."""
     if x is None:
         return None
     state = check_tensor(name, x, ndim=4, layout="[N, H, K, V]", dtype=dtype, dtype_of="q", shape=shape,

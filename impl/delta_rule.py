@@ -23,7 +23,7 @@ class RecurrentOutput(NamedTuple):
 def check_recurrent(q: object, k: object, v: object, beta: object, scale: object, initial_state: object,
                     output_final_state: object, chunk_size: object,
                     cu_seqlens: object) -> tuple[Tensor, Tensor, Tensor, Tensor | None, float, Tensor | None, bool,
-                                                 int, Tensor | None]:
+                                                 int | None, Tensor | None]:
     """Validation shared by the stateful ops (``beta`` may be None only for ops without one)."""
     qt, kt, vt, bt = _validate.check_qkv(q, k, v, beta)
     B, T, H, K = qt.shape
@@ -39,7 +39,7 @@ def check_recurrent(q: object, k: object, v: object, beta: object, scale: object
 
 
 def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float | None = None,
-               initial_state: Tensor | None = None, output_final_state: bool = False, chunk_size: int = 64,
+               initial_state: Tensor | None = None, output_final_state: bool = False, chunk_size: int | None = None,
                cu_seqlens: Tensor | None = None, backend: str = "auto") -> RecurrentOutput:
     """DeltaNet: q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> (o [B, T, H, V], final_state [N, H, K, V]).
 

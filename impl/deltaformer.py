@@ -8,13 +8,13 @@ import torch
 from torch import Tensor
 
 from impl import _validate, _write_kernels
-from impl._backend import backend_module, resolve_backend
+from impl._backend import Backend, backend_module, resolve_backend
 
 __all__ = ["DecodeOutput", "deltaformer_attn", "deltaformer_decode_step", "deltaformer_u"]
 
 
 def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *, kernel: str = "softmax",
-                  scale: float | None = None, chunk_size: int = 64, cu_seqlens: Tensor | None = None,
+                  scale: float | None = None, chunk_size: int | None = None, cu_seqlens: Tensor | None = None,
                   backend: str = "auto") -> Tensor:
     """DeltaFormer's written values: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
 
@@ -26,7 +26,7 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *
 
     Raises:
         TypeError: non-tensor input, non-floating dtype, dtype mismatch, non-int chunk_size or cu_seqlens.
-        ValueError: wrong shape, device mismatch, non-contiguous, NaN/Inf, T = 0, bad cu_seqlens, unknown kernel
+        ValueError: wrong shape, device mismatch, NaN/Inf, T = 0, bad cu_seqlens, unknown kernel
             or backend.
         RuntimeError: the requested backend cannot run.
     """
@@ -44,7 +44,7 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *
 
 
 def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *, write: str = "k",
-                     kernel: str = "softmax", scale: float | None = None, chunk_size: int = 64,
+                     kernel: str = "softmax", scale: float | None = None, chunk_size: int | None = None,
                      cu_seqlens: Tensor | None = None, backend: str = "auto") -> Tensor:
     """DeltaFormer attention: q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> o [B, T, H, V].
 
@@ -87,7 +87,7 @@ def deltaformer_decode_step(cache_k: Tensor, cache_u: Tensor, q_t: Tensor, k_t: 
     None (ones). u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j (one attention of w_t over the cache), append
     (k_t, u_t), then o_t = sum_{j<=t} softmax_j(scale q_t . k_j) u_j. Feeding tokens one at a time from empty
     caches reproduces ``deltaformer_attn`` row by row. Computed in fp32 for fp16/bf16 (cache kept in the input
-    dtype), in plain PyTorch on any device (no backend choice: one token is a matrix-vector product).
+    dtype) by the torch backend on any device (no backend choice: one token is a matrix-vector product).
     """
     write = _validate.check_choice("write", write, _write_kernels.WRITES)
     kernel = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
@@ -120,19 +120,9 @@ def deltaformer_decode_step(cache_k: Tensor, cache_u: Tensor, q_t: Tensor, k_t: 
     _validate.check_same_device(q_t=q_t, k_t=k_t, v_t=v_t, beta_t=beta_t, cache_k=cache_k, cache_u=cache_u)
     given = _validate.check_scale(scale)
     write_scale, read_scale = _write_kernels.resolve_scales(kernel, K, given)
-    dtype = torch.promote_types(q_t.dtype, torch.float32)
-    q32, k32, v32 = q_t.to(dtype), k_t.to(dtype), v_t.to(dtype)
-    keys_prev, u_prev = cache_k.to(dtype), cache_u.to(dtype)
-    w32 = q32 if write == "q" else k32
-    u32 = v32
-    if t > 0:
-        scores = torch.einsum("bhk,bthk->bht", w32, keys_prev) * write_scale
-        weights = _write_kernels.get(kernel).weights(scores, None)
-        beta32 = torch.ones(B, H, dtype=dtype, device=q_t.device) if beta_t is None else beta_t.to(dtype)
-        u32 = v32 - beta32[..., None] * torch.einsum("bht,bthv->bhv", weights, u_prev)
-    keys = torch.cat([keys_prev, k32[:, None]], dim=1)
-    values = torch.cat([u_prev, u32[:, None]], dim=1)
-    attn = torch.softmax(torch.einsum("bhk,bthk->bht", q32, keys) * read_scale, dim=-1)
-    o = torch.einsum("bht,bthv->bhv", attn, values)
-    return DecodeOutput(o.to(q_t.dtype), torch.cat([cache_k, k_t[:, None]], dim=1),
-                        torch.cat([cache_u, u32.to(q_t.dtype)[:, None]], dim=1))
+    beta_t = torch.ones(B, H, dtype=q_t.dtype, device=q_t.device) if beta_t is None else beta_t
+    module = backend_module(Backend.TORCH, "deltaformer")
+    o, grown_k, grown_u = module.deltaformer_decode_step(cache_k, cache_u, q_t, k_t, v_t, beta_t, write=write,
+                                                         kernel=kernel, write_scale=write_scale,
+                                                         read_scale=read_scale)
+    return DecodeOutput(o, grown_k, grown_u)

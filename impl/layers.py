@@ -39,7 +39,7 @@ class DeltaFormerAttention(nn.Module):
 
     def __init__(self, hidden_size: int, num_heads: int, head_dim: int | None = None, *, write: str = "k",
                  kernel: str = "softmax", beta_mode: str = "sigmoid2", scale: float | None = None,
-                 chunk_size: int = 64, backend: str = "auto", bias: bool = False, key_norm: bool = False,
+                 chunk_size: int | None = None, backend: str = "auto", bias: bool = False, key_norm: bool = False,
                  device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
@@ -89,7 +89,7 @@ class DeltaFormerAttention(nn.Module):
         if not isinstance(x, Tensor) or x.ndim != 3:
             raise ValueError(f"x must be a 3-D tensor [B, T, hidden], got {getattr(x, 'shape', type(x).__name__)}")
         q, k, v, beta = self._heads(x)
-        o = deltaformer_attn(q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), write=self.write,
+        o = deltaformer_attn(q, k, v, beta, write=self.write,
                              kernel=self.kernel, scale=self.scale, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
                              backend=self.backend)
         out: Tensor = self.o_proj(o.reshape(*x.shape[:-1], -1))

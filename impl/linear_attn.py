@@ -11,7 +11,7 @@ __all__ = ["linear_attn"]
 
 
 def linear_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None,
-                initial_state: Tensor | None = None, output_final_state: bool = False, chunk_size: int = 64,
+                initial_state: Tensor | None = None, output_final_state: bool = False, chunk_size: int | None = None,
                 cu_seqlens: Tensor | None = None, backend: str = "auto") -> RecurrentOutput:
     """Linear attention: q, k [B, T, H, K], v [B, T, H, V] -> (o [B, T, H, V], final_state [N, H, K, V] or None).
 

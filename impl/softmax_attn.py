@@ -12,7 +12,7 @@ from impl._backend import backend_module, resolve_backend
 __all__ = ["softmax_attn"]
 
 
-def softmax_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None, chunk_size: int = 64,
+def softmax_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None, chunk_size: int | None = None,
                  cu_seqlens: Tensor | None = None, backend: str = "auto") -> Tensor:
     """Causal softmax attention: q, k [B, T, H, K], v [B, T, H, V] -> o [B, T, H, V].
 

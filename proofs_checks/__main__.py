@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = all_checks()
     if args.list:
         for check in checks:
-            print(f"{check.id:<5} [{check.provenance}] {check.claim}")
+            print(f"{check.id:<5} [{check.provenance}] ({check.evidence}) {check.claim}")
         return 0
     if args.only:
         known = {check.id for check in checks}

@@ -3,8 +3,9 @@ was received. ``TypeError`` for a wrong kind of value (complex, string, non-arra
 shape, length, value (NaN, Inf, empty) or option name.
 
 Precision policy: real float and integer arrays are promoted to float64 (exact for every float dtype); object
-arrays must hold real mpmath numbers and stay mpmath. ``unify`` lifts float64 arrays to mpmath when any argument
-is mpmath, so a call computes in exactly one number type.
+arrays must hold real mpmath numbers (or ``mpmath.iv`` intervals) and stay mpmath (or intervals). ``unify`` lifts
+every argument to intervals when any is an interval array, else to mpmath when any is mpmath, so a call computes in
+exactly one number type.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import mpmath
 import numpy as np
 
 from spec._types import Array
-from spec.precision import to_mp
+from spec.precision import Interval, is_finite, is_interval, to_interval, to_mp
 
 
 def _real_array(name: str, x: Any) -> Array:
@@ -25,9 +26,10 @@ def _real_array(name: str, x: Any) -> Array:
     a = np.asarray(x)
     if a.dtype == object:
         for value in a.flat:
-            if not isinstance(value, mpmath.mpf | int | float):
-                raise TypeError(f"{name} must hold real numbers (float or mpmath.mpf), found {type(value).__name__}")
-        return to_mp(a)
+            if not isinstance(value, mpmath.mpf | Interval | int | float):
+                raise TypeError(f"{name} must hold real numbers (float, mpmath.mpf or mpmath.iv.mpf), found "
+                                f"{type(value).__name__}")
+        return to_interval(a) if is_interval(a) else to_mp(a)
     if a.dtype.kind == "b" or a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real floating array, got dtype {a.dtype}")
     return a.astype(np.float64)
@@ -36,7 +38,7 @@ def _real_array(name: str, x: Any) -> Array:
 def require_finite(name: str, a: Array) -> None:
     """ValueError if ``a`` holds NaN or Inf."""
     finite = (
-        all(mpmath.isfinite(value) for value in a.flat) if a.dtype == object else bool(np.isfinite(a).all())
+        all(is_finite(value) for value in a.flat) if a.dtype == object else bool(np.isfinite(a).all())
     )
     if not finite:
         raise ValueError(f"{name} contains NaN or Inf; the spec needs finite inputs")
@@ -75,14 +77,17 @@ def vector(name: str, x: Any, *, length: int | None = None, length_of: str = "")
 
 
 def scalar(name: str, x: Any, *, positive: bool = False) -> float:
-    """A finite real Python float (an mpmath scalar keeps its value)."""
-    if isinstance(x, bool) or not isinstance(x, int | float | np.floating | np.integer | mpmath.mpf):
+    """A finite real Python float (an mpmath scalar or an interval keeps its value).
+
+    An interval counts as > 0 only if all of it is (an undecidable sign is rejected).
+    """
+    if isinstance(x, bool) or not isinstance(x, int | float | np.floating | np.integer | mpmath.mpf | Interval):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    if not mpmath.isfinite(x):
+    if not is_finite(x):
         raise ValueError(f"{name} must be finite, got {x}")
-    if positive and not x > 0:
+    if positive and not ((x > 0) is True if isinstance(x, Interval) else x > 0):
         raise ValueError(f"{name} must be > 0, got {x}")
-    return x if isinstance(x, mpmath.mpf) else float(x)
+    return x if isinstance(x, mpmath.mpf | Interval) else float(x)
 
 
 def positive_int(name: str, x: Any) -> int:
@@ -103,7 +108,10 @@ def choice(name: str, x: Any, options: Iterable[str]) -> str:
 
 
 def unify(*arrays: Array) -> tuple[Array, ...]:
-    """Lift every array to mpmath if any of them is mpmath; otherwise return them unchanged (float64)."""
+    """Lift every array to intervals if any is an interval array, else to mpmath if any is mpmath; otherwise return
+    them unchanged (float64)."""
+    if is_interval(*arrays):
+        return tuple(to_interval(a) for a in arrays)
     if any(a.dtype == object for a in arrays):
         return tuple(to_mp(a) for a in arrays)
     return arrays

@@ -3,7 +3,8 @@
 One head, paper layout: w, k, q [T, d_k]; v, u, o [T, d_v]; beta [T]. Two stages:
 
 1. write (DF.1): u_t = v_t - beta_t * sum_{j<t} kappa_1(w_t, k_j) u_j, with kappa_1 one of
-   ``softmax`` (exp normalised over j < t, as the public code), ``exp``, ``linear``, ``round``;
+   ``softmax`` (exp normalised over j < t: the public implementation's kernel [code], the default here as in
+   flash-linear-attention), or the paper's three: ``exp``, ``linear``, ``round`` [paper];
 2. read (DF.8): o_t = sum_{j<=t} softmax_{j<=t}(scale * q_t^T k_j) u_j, causal softmax attention over (q, k, u).
 
 The write stage has five equivalent forms, deliberately independent of each other (they share no code beyond
@@ -16,7 +17,9 @@ the write-score matrix P, so each one checks the others; do not merge them):
 - ``deltaformer_u_inverse_by_squaring``  (I + A)^{-1} = (I - A)(I + A^2)(I + A^4)...               (DF.6)
 
 Every function runs in float64 or, given mpmath object arrays (``spec.precision.to_mp``), at the working mpmath
-precision, through the same code.
+precision, or, given interval arrays (``spec.precision.to_interval``), as the certified oracle returning an
+enclosure of the exact result, through the same code (the round kernel raises ``IntervalAmbiguityError`` when an
+interval contains a half-integer).
 
     >>> import numpy as np
     >>> k = np.eye(3); v = np.arange(6.0).reshape(3, 2)
@@ -31,7 +34,6 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import mpmath
 import numpy as np
 
 from spec import _validate, kernels, precision
@@ -62,12 +64,18 @@ KERNELS: tuple[WriteKernel, ...] = ("softmax", "exp", "linear", "round")
 def default_scale(kernel: str, d: int, like: Array) -> Any:
     """The scale used when ``scale=None``: 1/sqrt(d) for softmax/exp, 1 for linear/round.
 
+    Provenance: 1/sqrt(d) for softmax is the public implementation's [code]; for exp it is our choice [derived]
+    (the same scale as softmax, whose normaliser it drops; the paper gives none); 1 for linear and round is ours
+    [derived] (the paper writes them unscaled).
+
     In the number type of ``like``, so an mpmath run uses 1/sqrt(d) to the working precision, not its float64
-    rounding.
+    rounding, and an interval run an enclosure of 1/sqrt(d).
     """
+    one = precision.scalar(1, like)
     if kernel in ("linear", "round"):
-        return mpmath.mpf(1) if precision.is_mp(like) else 1.0
-    return 1 / mpmath.sqrt(d) if precision.is_mp(like) else 1 / math.sqrt(d)
+        return one
+    root: Any = precision.sqrt(np.array([precision.scalar(d, like)]))[0]
+    return one / root
 
 
 def causal_softmax(scores: Array, *, strict: bool) -> Array:
@@ -83,7 +91,7 @@ def causal_softmax(scores: Array, *, strict: bool) -> Array:
         if stop == 0:
             continue
         row = scores[t, :stop]
-        weights = precision.exp(row - np.max(row))
+        weights = precision.exp(row - precision.softmax_shift(row))
         P[t, :stop] = weights / weights.sum()
     return P
 
@@ -92,7 +100,8 @@ def write_scores(w: Array, k: Array, *, kernel: str, scale: Any) -> Array:
     """DF.2 [derived]: P [T, T], P[t, j] = kappa_1(w_t, k_j) for j < t and 0 for j >= t (strictly lower).
 
     ``softmax``: exp(scale w_t^T k_j) normalised over j < t [code]; ``exp``: exp(scale w_t^T k_j);
-    ``linear``: scale w_t^T k_j; ``round``: round(scale w_t^T k_j) [reconstructed]. Built from the Gram
+    ``linear``: scale w_t^T k_j; ``round``: round(scale w_t^T k_j) [reconstructed]. exp, linear and round are the
+    paper's three write kernels [paper]; the default scales are ``default_scale``'s. Built from the Gram
     functions of ``spec.kernels``; the recurrence DF.1 recomputes kappa_1 on its own.
     """
     if kernel == "softmax":
@@ -114,7 +123,7 @@ def write_similarity_row(w_t: Array, K_prev: Array, *, kernel: str, scale: Any) 
     """
     s: Array = (K_prev @ w_t) * scale
     if kernel == "softmax":
-        e = precision.exp(s - np.max(s))
+        e = precision.exp(s - precision.softmax_shift(s))
         total: Array = e.sum()
         return e / total
     if kernel == "exp":
@@ -198,7 +207,10 @@ def deltaformer_u_inverse_by_squaring(P: Array, v: Array, beta: Array) -> Array:
 
 
 def causal_softmax_readout(q: Array, k: Array, u: Array, scale: Any) -> Array:
-    """DF.8 [paper]: o_t = sum_{j<=t} softmax_{j<=t}(scale q_t^T k_j) u_j (kappa_2, diagonal included).
+    """DF.8 [paper][code]: o_t = sum_{j<=t} softmax_{j<=t}(scale q_t^T k_j) u_j (kappa_2, diagonal included).
+
+    [paper]: the read-out is kappa_2 = causal softmax attention over (q, k, u). [code]: the scale (1/sqrt(d_k) by
+    default) and the diagonal j = t included, as the public implementation reads.
 
     q, k [T, d_k], u [T, d_v] -> o [T, d_v].
     """
@@ -223,9 +235,7 @@ def _inputs(w: Any, k: Any, v: Any, beta: Any, kernel: Any, scale: Any, names: t
     if scale is None:
         scale = default_scale(kernel, d_k, v)
     else:
-        scale = _validate.scalar(f"scale (of {caller})", scale)
-        if precision.is_mp(v):
-            scale = mpmath.mpf(scale)
+        scale = precision.scalar(_validate.scalar(f"scale (of {caller})", scale), v)
     return w, k, v, b, q, kernel, scale
 
 
@@ -237,8 +247,11 @@ def deltaformer_u(w: Any, k: Any, v: Any, beta: Any = None, *, kernel: str = "so
         k: keys [T, d_k].
         v: values [T, d_v].
         beta: per-token strength [T], any real value (unconstrained, as the public code); None means ones.
-        kernel: kappa_1, one of "softmax" (normalised over j < t), "exp", "linear", "round".
-        scale: multiplies w_t^T k_j inside kappa_1; None means 1/sqrt(d_k) for softmax/exp, 1 for linear/round.
+        kernel: kappa_1, one of "softmax" (normalised over j < t: the public implementation's kernel [code], the
+            default, as flash-linear-attention), or the paper's three [paper]: "exp", "linear", "round" (our
+            reading of round is [reconstructed]).
+        scale: multiplies w_t^T k_j inside kappa_1; None means 1/sqrt(d_k) for softmax [code] and exp (our choice
+            [derived]), 1 for linear/round (``default_scale``).
 
     Returns:
         u [T, d_v], float64 (or mpmath when any input is an mpmath object array). u_0 = v_0; T = 1 returns v.
@@ -303,7 +316,8 @@ def deltaformer_decode_step(cache_k: Any, cache_u: Any, q_t: Any, k_t: Any, v_t:
     beta = _validate.vector("beta_t", np.array([beta_t]) if np.ndim(beta_t) == 0 else beta_t, length=1,
                             length_of="one token")
     cache_k, cache_u, q_t, k_t, v_t, beta = _validate.unify(cache_k, cache_u, q_t, k_t, v_t, beta)
-    write_scale = default_scale(kernel, d_k, v_t) if scale is None else _validate.scalar("scale", scale)
+    write_scale = (default_scale(kernel, d_k, v_t) if scale is None
+                   else precision.scalar(_validate.scalar("scale", scale), v_t))
     read_scale = default_scale("softmax", d_k, v_t) if scale is None else write_scale
     w_t = q_t if write == "q" else k_t
     keys = np.concatenate([cache_k, k_t[None]], axis=0)
@@ -311,6 +325,6 @@ def deltaformer_decode_step(cache_k: Any, cache_u: Any, q_t: Any, k_t: Any, v_t:
     if cache_k.shape[0] > 0:
         u_all[-1] = v_t - beta[0] * (write_similarity_row(w_t, cache_k, kernel=kernel, scale=write_scale) @ cache_u)
     scores = (keys @ q_t) * read_scale
-    e = precision.exp(scores - np.max(scores))
+    e = precision.exp(scores - precision.softmax_shift(scores))
     o_t = (e / e.sum()) @ u_all
     return o_t, keys, u_all

@@ -53,7 +53,7 @@ def softmax_kernel(X: Array, Y: Array, tau: float) -> Array:
     subtracted before exponentiating (an exact identity that keeps float64 from overflowing).
     """
     scores = (X @ Y.T) / tau
-    weights = precision.exp(scores - np.max(scores, axis=1, keepdims=True))
+    weights = precision.exp(scores - precision.softmax_shift(scores, axis=1, keepdims=True))
     totals: Array = weights.sum(axis=1, keepdims=True)
     return weights / totals
 

@@ -8,6 +8,7 @@ vector q [d_k] (read -> [d_v]) or a stack Q [m, d_k] (read -> [m, d_v], one row 
   kernel with a finite feature map phi the state form S = sum_i v_i phi(k_i)^T, o = S phi(q) (AM.5, AM.6);
 - retrieval with q = k_i splits into signal c v_i, c = kappa(k_i, k_i) (AM.7, AM.8), and noise
   r = sum_{j != i} v_j kappa(k_j, k_i) (AM.9); the retrieval SNR of ``spec.snr`` is the ratio of their energies.
+  This split is ours ([derived]): the source documents name the retrieval SNR, not the decomposition.
 
 A kernel is passed as a Gram function ``kernel(X [n, d], Y [m, d]) -> [n, m]``, e.g. ``spec.kernels.relu_kernel``
 or ``functools.partial(spec.kernels.exp_kernel, tau=2.0)``; a feature map as ``phi(X [n, d]) -> [n, D]``.
@@ -168,7 +169,7 @@ def kernel_memory_state_read(S: Any, q: Any, feature_map: Any) -> Array:
 
 
 def signal_coefficient(k_i: Any, kernel: Any) -> Any:
-    """AM.7 [paper]: c = kappa(k_i, k_i), the signal coefficient of a retrieval with q = k_i (k_i^T k_i if linear).
+    """AM.7 [derived]: c = kappa(k_i, k_i), the signal coefficient of a retrieval with q = k_i (k_i^T k_i if linear).
 
     k_i [d_k] -> a scalar (float64 or mpmath.mpf).
     """
@@ -177,7 +178,7 @@ def signal_coefficient(k_i: Any, kernel: Any) -> Any:
 
 
 def retrieval_signal(K: Any, V: Any, i: Any, kernel: Any) -> Array:
-    """AM.8 [paper]: signal = c v_i with c = kappa(k_i, k_i), the part of the read at q = k_i that is v_i's own.
+    """AM.8 [derived]: signal = c v_i with c = kappa(k_i, k_i), the part of the read at q = k_i that is v_i's own.
 
     K [N, d_k], V [N, d_v], i in [0, N) -> [d_v].
     """
@@ -188,7 +189,7 @@ def retrieval_signal(K: Any, V: Any, i: Any, kernel: Any) -> Array:
 
 
 def retrieval_noise(K: Any, V: Any, i: Any, kernel: Any) -> Array:
-    """AM.9 [paper]: r = sum_{j != i} v_j kappa(k_j, k_i), the crosstalk of the other N - 1 pairs at q = k_i.
+    """AM.9 [derived]: r = sum_{j != i} v_j kappa(k_j, k_i), the crosstalk of the other N - 1 pairs at q = k_i.
 
     K [N, d_k], V [N, d_v], i in [0, N) -> [d_v]; N = 1 gives r = 0. Computed as an explicit sum over j != i,
     independently of AM.4 (the tests check read(k_i) = signal + noise).

@@ -101,8 +101,9 @@ def _above(name: str, x: Real, lower: Real, why: str) -> None:
 
 
 def snr_inv(noise_energy: Any, c: Any, value_energy: Any) -> Real:
-    """SNR.1 [paper]: SNR^-1 = E||r||^2 / (c^2 ||v_i||^2), the noise energy over the signal energy.
+    """SNR.1 [derived]: SNR^-1 = E||r||^2 / (c^2 ||v_i||^2), the noise energy over the signal energy.
 
+    Our formalisation of the paper's retrieval SNR: the source documents name the metric, not its formula.
     noise_energy = E_{v_j, k_j}||r||^2 >= 0, c = kappa(k_i, k_i) != 0 (AM.7), value_energy = ||v_i||^2 > 0
     (or E||v_i||^2 = d_v for the value-averaged normalisation). Scalars -> scalar.
     """
@@ -117,9 +118,10 @@ def snr_inv(noise_energy: Any, c: Any, value_energy: Any) -> Real:
 
 
 def snr_inv_kernel_paper(N: Any, kappa_sq_mean: Any, c: Any) -> Real:
-    """SNR.2 [paper]: SNR^-1_kappa = N E_{k_j}[kappa^2(k_j, k_i)] / kappa^2(k_i, k_i), any kernel.
+    """SNR.2 [derived]: SNR^-1_kappa = N E_{k_j}[kappa^2(k_j, k_i)] / kappa^2(k_i, k_i), any kernel.
 
-    The paper's form: N noise terms (an approximation; SNR.3 is exact). kappa_sq_mean = E_k[kappa^2(k, k_i)]
+    The paper-style form with N noise terms (an approximation; SNR.3 is exact): from SNR.1 with zero-mean values;
+    the source documents state only its N/d_k and N/exp(...) scalings. kappa_sq_mean = E_k[kappa^2(k, k_i)]
     (SNR.9-11 or ``spec.snr_estimators.kappa_sq_mean_quadrature``), c = kappa(k_i, k_i).
     """
     N = _count("N", N)

@@ -100,7 +100,7 @@ def _z(z: Any) -> float:
 
 
 def empirical_snr_inv(K: Any, V: Any, i: Any, kernel: Any) -> Any:
-    """SNR.30 [paper]: ||r||^2 / (c^2 ||v_i||^2) of one memory, r = sum_{j != i} v_j kappa(k_j, k_i) (AM.9).
+    """SNR.30 [derived]: ||r||^2 / (c^2 ||v_i||^2) of one memory, r = sum_{j != i} v_j kappa(k_j, k_i) (AM.9).
 
     K [N, d_k], V [N, d_v], i in [0, N), kernel a Gram function -> a scalar. Its average over memories is SNR.1.
     Precision-generic (float64 or mpmath).
@@ -133,7 +133,7 @@ def monte_carlo_estimate(x: Any, z: Any = 4.0) -> MonteCarloEstimate:
 
 def snr_inv_samples(kernel: Any, k_i: Any, N: Any, d_v: Any, samples: Any, rng: Any, *,
                     v_i: Any = None) -> F64:
-    """SNR.32 [paper]: ||r||^2 / (c^2 ||v_i||^2) for ``samples`` fresh memories around a fixed k_i (float64).
+    """SNR.32 [derived]: ||r||^2 / (c^2 ||v_i||^2) for ``samples`` fresh memories around a fixed k_i (float64).
 
     Each memory draws N - 1 other pairs, keys k_j ~ N(0, I_{d_k}) and values v_j ~ N(0, I_{d_v}) (keys first,
     then values, per batch of memories), and computes r = sum_j v_j kappa(k_j, k_i) with the Gram ``kernel``.
@@ -166,7 +166,7 @@ def snr_inv_samples(kernel: Any, k_i: Any, N: Any, d_v: Any, samples: Any, rng: 
 
 def monte_carlo_snr_inv(kernel: Any, k_i: Any, N: Any, d_v: Any, samples: Any, rng: Any, *, v_i: Any = None,
                         z: Any = 4.0) -> MonteCarloEstimate:
-    """SNR.33 [paper]: Monte Carlo estimate of SNR^-1 given k_i: the SNR.31 summary of SNR.32's samples.
+    """SNR.33 [derived]: Monte Carlo estimate of SNR^-1 given k_i: the SNR.31 summary of SNR.32's samples.
 
     Its mean is SNR.3 (value-averaged, ``v_i`` None) or SNR.1 given v_i. Plain sampling: fine for the linear and
     ReLU^p kernels and the exp kernel at large tau; use ``importance_snr_inv_exp`` for the exp kernel at small
@@ -177,7 +177,7 @@ def monte_carlo_snr_inv(kernel: Any, k_i: Any, N: Any, d_v: Any, samples: Any, r
 
 def monte_carlo_snr_inv_unconditional(kernel: Any, d_k: Any, N: Any, d_v: Any, samples: Any, rng: Any, *,
                                       ratio: bool = False, z: Any = 4.0) -> MonteCarloEstimate:
-    """SNR.34 [paper]: Monte Carlo estimate of E_{k_i} SNR^-1: every memory draws its own k_i (and v_i).
+    """SNR.34 [derived]: Monte Carlo estimate of E_{k_i} SNR^-1: every memory draws its own k_i (and v_i).
 
     Per memory: k_i ~ N(0, I_{d_k}), then N - 1 pairs as SNR.32, then ||r||^2 / (c^2 d_v) (value-averaged;
     mean = the unconditional closed forms SNR.7, SNR.16, SNR.19) or, with ``ratio``, v_i ~ N(0, I_{d_v}) too and

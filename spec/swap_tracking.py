@@ -173,9 +173,10 @@ def _draw_swaps(rng: np.random.Generator, n: int, shape: tuple[int, ...]) -> Int
 
 
 def swap_task(n: int, T: int, *, n_queries: int = 1, seed: int = 0) -> SwapTask:
-    """SWAP.2 [paper]: T uniform swaps (a_t uniform, b_t uniform over the other n - 1 boxes), Q uniform queries.
+    """SWAP.2 [derived]: T uniform swaps (a_t uniform, b_t uniform over the other n - 1 boxes), Q uniform queries.
 
-    Deterministic for a seed (``numpy.random.default_rng(seed)``, drawn in the order a, b, queries).
+    The task is the paper's (equations.md section 5); this sampling law is our choice. Deterministic for a seed
+    (``numpy.random.default_rng(seed)``, drawn in the order a, b, queries).
 
     Args:
         n: boxes (>= 2). T: swaps (>= 0). n_queries: queries (>= 0). seed: a non-negative int.

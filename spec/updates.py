@@ -20,7 +20,8 @@ between chunks in the WY (UT) arrangement kernels use. Do not merge them.
 
 Step functions take already-validated arrays (like ``spec.deltaformer.deltaformer_u_recurrence``); the
 ``*_recurrent``, ``*_parallel`` and ``*_chunked`` functions validate their inputs. Everything runs in float64 or,
-given mpmath object arrays (``spec.precision.to_mp``), at the working mpmath precision. Derivations:
+given mpmath object arrays (``spec.precision.to_mp``), at the working mpmath precision, or on interval arrays
+(``spec.precision.to_interval``), returning enclosures of the exact result. Derivations:
 ``docs/derivations/updates.md``.
 
     >>> import numpy as np
@@ -542,8 +543,8 @@ def softmax_attention_parallel(q: Any, k: Any, v: Any, tau: Any, initial_state: 
     K_all, V_all = np.concatenate([K0, k]), np.concatenate([V0, v])
     admitted = np.arange(n0 + T)[None, :] <= n0 + np.arange(T)[:, None]
     scores = (q @ K_all.T) / tau
-    row_max = np.where(admitted, scores, scores.min()).max(axis=1)
-    weights = precision.exp(np.where(admitted, scores - row_max[:, None], 0)) * admitted
+    row_max = precision.softmax_shift(np.where(admitted, scores, scores.min()), axis=1)
+    weights = np.where(admitted, precision.exp(np.where(admitted, scores - row_max[:, None], 0)), 0)
     o: Array = (weights @ V_all) / weights.sum(axis=1)[:, None]
     return o, (K_all, V_all)
 
@@ -574,7 +575,7 @@ def softmax_sgd_weights(K: Array, c: Array, q: Array, tau: Any) -> Array:
     -> [n]. The largest score is subtracted before exp (a common factor that cancels in the ratio).
     """
     scores = (K @ q) / tau
-    kappa = precision.exp(scores - scores.max())
+    kappa = precision.exp(scores - precision.softmax_shift(scores))
     weighted: Array = c * kappa
     total: Array = weighted.sum()
     return weighted / total
@@ -631,7 +632,7 @@ def softmax_fixed_query_outputs(q: Any, k: Any, v: Any, tau: Any) -> Array:
     tau = _validate.scalar("tau", tau, positive=True)
     q, k, v = _validate.unify(q, k, v)
     scores = (k @ q) / tau
-    kappa = precision.exp(scores - scores.max())
+    kappa = precision.exp(scores - precision.softmax_shift(scores))
     numerators: Array = np.cumsum(kappa[:, None] * v, axis=0)
     denominators: Array = np.cumsum(kappa)
     return numerators / denominators[:, None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mpmath
 import numpy as np
 import pytest
 
@@ -40,3 +41,16 @@ def test_c12_fails_when_the_claimed_bound_is_too_tight(monkeypatch: pytest.Monke
     # beta^t growth replaced by linear growth: the previous-token construction must then exceed it
     monkeypatch.setattr(checks, "_u_growth_bound", lambda t, beta: float(t + 1))
     assert not checks.CHECKS[2].run(DEFAULT).passed
+
+
+def test_c6_fails_when_one_form_is_off_by_one_part_in_ten_to_the_45(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The enclosures are ~1e-48 wide, so a discrepancy far below the old 10 T^2 cond 10^-dps allowance (~1e-44 at
+    T = 16) is certified: the perturbed form's enclosure is disjoint from the recurrence's."""
+    original = df.deltaformer_u_neumann
+
+    def slightly_off(P: np.ndarray, v: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        return original(P, v, beta) * (1 + mpmath.mpf(10) ** -45)
+
+    monkeypatch.setattr(checks.df, "deltaformer_u_neumann", slightly_off)
+    outcome = checks.CHECKS[0].run(DEFAULT)
+    assert not outcome.passed and "0 certified different" not in outcome.detail, outcome

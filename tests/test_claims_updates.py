@@ -83,6 +83,20 @@ def test_c9_fails_with_step_size_one_over_t_plus_one(monkeypatch: pytest.MonkeyP
     assert not _check("C9").run(DEFAULT).passed
 
 
+def test_c9_fails_when_the_memory_is_s_t_instead_of_s_t_over_t(monkeypatch: pytest.MonkeyPatch,
+                                                                small_sizes: None) -> None:
+    """Coefficients all 1 (plain accumulation, Sbar_t = S_t): the normalised outputs are still softmax attention,
+    so only the comparison of the memory itself (Sbar_t phi(q) against S_t phi(q) / t) can catch it."""
+
+    def step(K: Array, V: Array, c: Array, k: Array, v: Array) -> tuple[Array, Array, Array]:
+        one = precision.zeros((1,), k)[0] + 1
+        return np.concatenate([K, k[None]]), np.concatenate([V, v[None]]), np.concatenate([c, np.array([one])])
+
+    monkeypatch.setattr(upd, "softmax_sgd_step", step)
+    outcome = _check("C9").run(DEFAULT)
+    assert not outcome.passed, outcome
+
+
 def test_c9_fails_with_step_size_two_over_t(monkeypatch: pytest.MonkeyPatch, small_sizes: None) -> None:
     """Step 2/t weights recent tokens more: the outputs are no longer softmax attention."""
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import impl
-from impl._backend import interpreter_enabled
+from impl._backend import Backend, backend_module, interpreter_enabled
 from tests.test_impl_validation import ALL_OPS, _call, _qkvb
 
 SETTINGS = ["1", "0", "", "true", "True", "TRUE", "on", "yes", "y", "Y", "2", "false", "off", "no", " 1", "t"]
@@ -37,3 +37,17 @@ def test_bfloat16_is_not_refused_by_the_torch_backend(monkeypatch: pytest.Monkey
     out = _call("deltaformer_attn", _qkvb(dtype=torch.bfloat16), backend="torch")
     assert isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16
     assert impl.softmax_attn(*(_qkvb(dtype=torch.bfloat16)[n] for n in "qkv")).dtype == torch.bfloat16
+
+
+MODULE_OF = {"deltaformer_u": "deltaformer", "deltaformer_attn": "deltaformer", "delta_rule": "delta_rule",
+             "linear_attn": "linear_attn", "softmax_attn": "softmax_attn"}
+
+
+@pytest.mark.parametrize("backend", list(Backend), ids=str)
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_every_backend_provides_every_public_op(op: str, backend: Backend) -> None:
+    """What backend="auto" dispatches to exists, without needing a GPU to find out. Catches: softmax_attn on CUDA
+    tensors routed to an impl.triton_ops.softmax_attn that did not exist."""
+    if backend is Backend.TRITON:
+        pytest.importorskip("triton", reason="Triton is not installed")
+    assert callable(getattr(backend_module(backend, MODULE_OF[op]), op))

@@ -99,7 +99,9 @@ def test_final_state_is_none_unless_requested() -> None:
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
-def test_gradcheck_fp64(op: str) -> None:
+@pytest.mark.parametrize("order", [1, 2], ids=["grad", "gradgrad"])
+def test_gradcheck_fp64(op: str, order: int) -> None:
+    """First and second order (plain autograd through the chunk loop, so create_graph=True is exact)."""
     q, k, v, beta = (x.requires_grad_(True) for x in _inputs(1, 7, 2, 3, 2, seed=6))
     state = torch.randn(1, 2, 3, 2, dtype=torch.float64, requires_grad=True)
     fn = OPS[op]
@@ -111,4 +113,5 @@ def test_gradcheck_fp64(op: str) -> None:
         return o, s
 
     args = (q, k, v, beta, state) if op == "delta_rule" else (q, k, v, state)
-    assert torch.autograd.gradcheck(run, args, fast_mode=True)
+    check = torch.autograd.gradcheck if order == 1 else torch.autograd.gradgradcheck
+    assert check(run, args, fast_mode=True)

@@ -22,7 +22,13 @@ import impl.torch_ops._common as torch_common
 import impl.torch_ops.deltaformer as torch_deltaformer
 from proofs_checks.differential import Problem, check_case, problems
 from proofs_checks.differential.bridge import run_spec
-from tests._impl_support import assert_matches_spec, examples, poisoned_empty
+from tests._impl_support import (
+    assert_matches_spec,
+    assert_overflow_contained,
+    examples,
+    overflow_at_row_11,
+    poisoned_empty,
+)
 
 EDGE_CASES = [
     # T = 1; T < chunk; chunk not dividing T (FLA's straddling-tile and backward-start bugs); one-token chunks
@@ -250,3 +256,85 @@ def test_head_groups_do_not_change_results(groups: int, monkeypatch: pytest.Monk
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     if groups > 1 and torch.get_num_threads() > 1:
         assert len(calls) == groups and all(name.startswith("impl-head-group") for name in calls)
+
+
+@pytest.mark.parametrize("given", [None, 3, 1000])
+def test_chunk_size_none_is_the_backend_choice_and_a_given_one_is_honoured(given: int | None,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """chunk_size=None (the default) lets the backend pick (torch on CPU: CPU_CHUNK_SIZE); any given value, even
+    one larger than T, reaches the chunk loop unchanged."""
+    seen: list[object] = []
+    forward = torch_deltaformer._u_forward
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs["chunk_size"])
+        return forward(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch_deltaformer, "_u_forward", spy)
+    q, k, v = (torch.randn(1, 10, 2, 4) for _ in range(3))
+    impl.deltaformer_attn(q, k, v, chunk_size=given)
+    impl.deltaformer_u(q, k, v) if given is None else impl.deltaformer_u(q, k, v, chunk_size=given)
+    want = torch_deltaformer.CPU_CHUNK_SIZE if given is None else given
+    assert seen and all(c == want for c in seen), seen
+
+
+def test_an_overflow_at_a_late_row_leaves_earlier_rows_exact() -> None:
+    """Before: the read-out's 0 * inf for masked later keys made all 12 rows NaN."""
+    assert_overflow_contained(*overflow_at_row_11("torch"))
+
+
+@pytest.mark.parametrize("op", ["deltaformer_attn", "deltaformer_u"])
+@pytest.mark.parametrize("kernel", ["softmax", "exp", "linear"])
+@pytest.mark.parametrize("heads", [1, 2], ids=["BH1", "BH2"])
+def test_gradgradcheck_fp64(op: str, kernel: str, heads: int, prefix_path: bool) -> None:
+    """Second-order gradients are correct (torch.autograd.gradgradcheck, fp64, T = 7, chunk 3 not dividing T).
+
+    Before: the chunked backward ran without a graph (under no_grad in worker threads for B*H >= 2), so
+    create_graph=True returned first-order gradients that silently dropped every second-order term. The round kernel
+    is left out for the reason given in test_gradcheck_fp64."""
+    gen = torch.Generator().manual_seed(10)
+    shape = (1, 7, heads, 3)
+    q, k, v = (torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    beta = torch.rand(shape[:3], generator=gen, dtype=torch.float64).requires_grad_(True)
+    write = "q" if heads == 2 else "k"
+
+    def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        if op == "deltaformer_u":
+            return impl.deltaformer_u(q, k, v, beta, kernel=kernel, chunk_size=3)
+        return impl.deltaformer_attn(q, k, v, beta, write=write, kernel=kernel, chunk_size=3)
+
+    assert torch.autograd.gradgradcheck(fn, (q, k, v, beta), fast_mode=True)
+
+
+def test_gradient_penalty_sees_second_order_terms() -> None:
+    """The issue's reproducer (B*H = 2): the gradient built with create_graph=True is itself differentiable."""
+    q, k, v = (torch.randn(1, 8, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out = impl.deltaformer_attn(q, k, v, backend="torch").square().sum()
+    (gv,) = torch.autograd.grad(out, v, create_graph=True)
+    assert gv.requires_grad
+    (gq,) = torch.autograd.grad(gv.square().sum(), q)
+    assert bool(gq.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("scale", [-0.5, 0.0])
+@pytest.mark.parametrize("chunk_size", [4, 64])
+def test_non_positive_scale_matches_spec(scale: float, chunk_size: int, prefix_path: bool) -> None:
+    """A given scale <= 0 (a negative or zero temperature, in kappa_1 and the read-out). Before: NaN in every row
+    but the last, from the fused causal CPU read-out."""
+    assert_matches_spec(impl.deltaformer_attn, Problem("deltaformer_attn", B=1, T=23, H=2, K=4, V=4,
+                                                       chunk_size=chunk_size, scale=scale, seed=5))
+
+
+@pytest.mark.parametrize("V", [1, 2], ids=["K==V", "K!=V"])
+@pytest.mark.parametrize("chunk_size", [None, 1, 2])
+def test_softmax_write_weights_stay_normalised_at_huge_logits(V: int, chunk_size: int | None,
+                                                             prefix_path: bool) -> None:
+    """All write scores equal -1e39 (finite in fp64): the weights are uniform over j < t, u = [1, 1, 2, 8/3, 10/3]
+    (spec.deltaformer.deltaformer_u). Before: lse = m + log(sum) rounded log(sum) away, giving [1, 1, 2, 2.5, 3.375]
+    (chunk 2) or [1, 1, 1, 1, 1] (the explicit-block path). Error model: a few roundings of numbers <= 5 (means of
+    at most 4 terms): within 8 units of fp64 roundoff, relative."""
+    k = torch.ones(1, 5, 1, 1, dtype=torch.float64)
+    v = torch.arange(1.0, 6.0, dtype=torch.float64).reshape(1, 5, 1, 1).expand(1, 5, 1, V).contiguous()
+    u = impl.deltaformer_u(-k, k, v, scale=1e39, chunk_size=chunk_size)
+    want = torch.tensor([1.0, 1.0, 2.0, 8.0 / 3.0, 10.0 / 3.0], dtype=torch.float64)
+    torch.testing.assert_close(u[0, :, 0, 0], want, rtol=8 * 2.0**-53, atol=0)

@@ -98,11 +98,25 @@ def test_device_mismatch_names_argument(op: str) -> None:
 
 
 @pytest.mark.parametrize("op", ALL_OPS)
-def test_non_contiguous_names_argument(op: str) -> None:
-    x = _qkvb(K=3, V=3)
-    x["k"] = torch.randn(1, 5, 3, 2).transpose(2, 3)
-    with pytest.raises(ValueError, match=r"k must be contiguous"):
-        _call(op, x)
+def test_non_contiguous_views_give_the_contiguous_result(op: str) -> None:
+    """Views users pass every day: q, k, v as ``chunk`` slices of one fused projection, a transposed k, an expanded
+    beta. Same outputs as contiguous copies (the same arithmetic on the same values, so exactly) and gradients that
+    reach the fused tensor. Before: refused with "call .contiguous()"."""
+    gen = torch.Generator().manual_seed(3)
+    fused = torch.randn(1, 5, 2, 9, generator=gen, dtype=torch.float64, requires_grad=True)
+    q, k_fused, v = fused.chunk(3, dim=-1)
+    k = k_fused.detach().transpose(2, 3).contiguous().transpose(2, 3)  # non-contiguous, strides of [.., 3, 2]
+    beta = torch.rand(1, 1, 2, generator=gen, dtype=torch.float64).expand(1, 5, 2)
+    views = {"q": q, "k": k, "v": v, "beta": beta}
+    assert not any(t.is_contiguous() for t in views.values())
+    out = _call(op, views)
+    copies = {name: t.detach().contiguous() for name, t in views.items()}
+    want = _call(op, copies)
+    got, expected = (r[0] if isinstance(r, tuple) else r for r in (out, want))
+    assert isinstance(got, torch.Tensor) and isinstance(expected, torch.Tensor)
+    assert torch.equal(got.detach(), expected)
+    got.sum().backward()
+    assert fused.grad is not None and bool(fused.grad.abs().sum() > 0)
 
 
 @pytest.mark.parametrize("op", ALL_OPS)
@@ -149,7 +163,7 @@ def test_triton_without_cuda_or_interpreter_is_runtime_error(op: str, monkeypatc
 @pytest.mark.parametrize("op", ALL_OPS)
 @pytest.mark.parametrize(("bad", "error", "message"), [
     (0, ValueError, "chunk_size must be >= 1, got 0"),
-    (2.0, TypeError, "chunk_size must be an int >= 1, got float"),
+    (2.0, TypeError, "chunk_size must be None or an int >= 1, got float"),
 ])
 def test_bad_chunk_size(op: str, bad: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
@@ -212,3 +226,18 @@ def test_decode_step_errors() -> None:
         impl.deltaformer_decode_step(empty, empty, [1.0], q, q)
     with pytest.raises(ValueError, match="unknown kernel"):
         impl.deltaformer_decode_step(empty, empty, q, q, q, kernel="relu")
+
+
+def test_decode_step_and_initial_state_take_views() -> None:
+    """Row views x[:, t] (non-contiguous for B > 1) in the decode step, a transposed initial state."""
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 3, 2, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    empty = torch.zeros(2, 0, 2, 4, dtype=torch.float64)
+    assert not q[:, 0].is_contiguous()
+    step = impl.deltaformer_decode_step(empty, empty, q[:, 0], k[:, 0], v[:, 0])
+    step = impl.deltaformer_decode_step(step.cache_k, step.cache_u, q[:, 1], k[:, 1], v[:, 1])
+    full = impl.deltaformer_attn(q[:, :2].contiguous(), k[:, :2].contiguous(), v[:, :2].contiguous())
+    torch.testing.assert_close(step.o, full[:, 1], rtol=1e-12, atol=1e-12)
+    state = torch.randn(2, 2, 4, 4, generator=gen, dtype=torch.float64).transpose(2, 3)
+    o, _ = impl.linear_attn(q, k, v, initial_state=state)
+    torch.testing.assert_close(o, impl.linear_attn(q, k, v, initial_state=state.contiguous()).o, rtol=0, atol=0)

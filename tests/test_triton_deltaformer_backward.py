@@ -153,3 +153,19 @@ def test_triton_attn_gradients_match_spec_for_every_write_kernel_and_write_mode(
     assert result.skipped is None, f"case skipped by the harness ({result.skipped}): pick another seed"
     assert {"grad_q", "grad_k", "grad_v", "grad_beta"} <= set(result.errors), result.report()
     assert result.passed, result.report()
+
+
+@pytest.mark.parametrize("op", ["deltaformer_u", "deltaformer_attn", "delta_rule", "linear_attn"])
+def test_triton_double_backward_is_a_clear_error(op: str) -> None:
+    """The Triton backwards are kernels, not differentiable graphs: create_graph=True must not return gradients
+    that silently drop their second-order terms (they did: requires_grad False), but raise when differentiated."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 9, 2, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    beta = torch.rand(1, 9, 2, generator=g, dtype=torch.float64)
+    args = (q, k, v) if op == "linear_attn" else (q, k, v, beta)
+    out = getattr(impl, op)(*args, backend="triton")
+    o = out[0] if isinstance(out, tuple) else out
+    (gv,) = torch.autograd.grad(o.square().sum(), [v], create_graph=True)
+    assert gv.requires_grad
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gv.sum().backward()

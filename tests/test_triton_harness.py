@@ -23,7 +23,7 @@ from proofs_checks.differential.runner import run
 
 @pytest.mark.skipif(not interpreting() and not torch.cuda.is_available(),
                     reason="needs TRITON_INTERPRET=1 or a CUDA device")
-@pytest.mark.parametrize("op", ["deltaformer_u", "deltaformer_attn"])
+@pytest.mark.parametrize("op", ["deltaformer_u", "deltaformer_attn", "softmax_attn"])
 def test_triton_backend_passes_the_public_differential_harness(op: str) -> None:
     fn = functools.partial(getattr(impl, op), backend="triton")
     summary = run(fn, op, examples=3, seed=0, dtypes=("float64", "float32"), grads=True, max_t=40, long_t=60,

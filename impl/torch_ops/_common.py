@@ -15,11 +15,14 @@ from functools import cache
 import torch
 from torch import Tensor
 
-__all__ = ["CPU_HEAD_GROUPS", "compute_dtype", "from_bhtd", "over_head_groups", "run_stateful", "segments", "to_bhtd",
-           "varlen_map"]
+__all__ = ["CPU_HEAD_GROUPS", "STATEFUL_CHUNK_SIZE", "compute_dtype", "from_bhtd", "over_head_groups", "run_stateful",
+           "segments", "to_bhtd", "varlen_map"]
 
 CPU_HEAD_GROUPS = 2
 """How many groups of (batch, head) pairs ``over_head_groups`` runs concurrently on CPU (1 turns it off)."""
+
+STATEFUL_CHUNK_SIZE = 64
+"""The chunk the stateful ops (linear attention, the delta rule) use when ``chunk_size`` is None."""
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -56,13 +59,15 @@ def varlen_map(fn: Callable[..., Tensor], cu_seqlens: Tensor | None, *tensors: T
 
 def run_stateful(chunked: Callable[..., tuple[Tensor, Tensor]], q: Tensor, k: Tensor, v: Tensor,
                  extras: tuple[Tensor, ...], *, scale: float, initial_state: Tensor | None, output_final_state: bool,
-                 chunk_size: int, cu_seqlens: Tensor | None) -> tuple[Tensor, Tensor | None]:
+                 chunk_size: int | None, cu_seqlens: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """The driver shared by the stateful ops (linear attention, delta rule).
 
     For each packed sequence: move q (times ``scale``), k, v and ``extras`` (e.g. beta) to [B, H, T, *] in the
     compute dtype, call ``chunked(q, k, v, *extras, state, chunk_size) -> (o, state)`` with the sequence's initial
     state (zeros when none is given), and reassemble o [B, T, H, V] and the final state [N, H, K, V] (or None).
+    ``chunk_size`` None: STATEFUL_CHUNK_SIZE.
     """
+    chunk = STATEFUL_CHUNK_SIZE if chunk_size is None else chunk_size
     dtype = compute_dtype(v.dtype)
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -73,7 +78,7 @@ def run_stateful(chunked: Callable[..., tuple[Tensor, Tensor]], q: Tensor, k: Te
         state = (torch.zeros(batch, H, K, V, dtype=dtype, device=q.device) if initial_state is None
                  else initial_state[rows].to(dtype))
         rest = [to_bhtd(t[:, start:end], dtype) for t in (k, v, *extras)]
-        o, state = chunked(to_bhtd(q[:, start:end], dtype) * scale, *rest, state, chunk_size)
+        o, state = chunked(to_bhtd(q[:, start:end], dtype) * scale, *rest, state, chunk)
         outputs.append(from_bhtd(o, v.dtype))
         states.append(state)
     final = torch.cat(states, dim=0).to(v.dtype) if output_final_state else None

@@ -33,7 +33,7 @@ def _delta_rule_bhtd(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, state: Tenso
 
 
 def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float, initial_state: Tensor | None,
-               output_final_state: bool, chunk_size: int,
+               output_final_state: bool, chunk_size: int | None,
                cu_seqlens: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """Torch backend of ``impl.delta_rule``: q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> (o, state)."""
     return run_stateful(_delta_rule_bhtd, q, k, v, (beta,), scale=scale, initial_state=initial_state,

@@ -1,6 +1,7 @@
 """DeltaFormer on the torch backend: the chunked form DF.4 with a chunk-structured backward.
 
-Write stage, chunk rows [s, e) of one (batch, head), all (batch, head) pairs batched:
+Write stage, chunk rows [s, e) of one (batch, head), all (batch, head) pairs batched (one ``_FlashChunk`` or
+``_MatmulChunk`` per chunk, chosen once per call by ``_flash_path``):
 
 1. one attention-like pass of the chunk's write vectors over the keys j < e gives the write scores
    P[t, j] = kappa_1(w_t, k_j) for j < t (softmax: normalised over *all* j < t, including in-chunk j) and
@@ -11,15 +12,16 @@ Write stage, chunk rows [s, e) of one (batch, head), all (batch, head) pairs bat
 On CPU, for the softmax and exp kernels, the pass over the earlier chunks (j < s) runs in PyTorch's fused CPU flash
 attention (``aten._scaled_dot_product_flash_attention_for_cpu``), which returns the prefix's log-sum-exp; the
 in-chunk scores are a small [C, C] block, merged with it under one shift (``_softmax_with_prefix``). Elsewhere
-(other devices, linear and round kernels) the pass is an explicit [C, e] score block ("matmul path"). Both are
-tested on CPU.
+(other devices, linear and round kernels, K != V, huge scores) the pass is an explicit [C, e] score block ("matmul
+path", kappa_1 from ``impl._write_kernels``). Both are tested on CPU.
 
 Backward (derivation in impl/README.md): with M = I + diag(beta) P and G = dL/dU, X = M^{-T} G is solved chunk by
 chunk in *reverse* order (transposed unit-triangular solves), and the score gradients are exactly an attention
 backward with queries w, keys k, values u, output r = P U and output gradient dO = -beta X, so the same two paths
 serve (the flash path takes the earlier-chunk pairs by columns, ``_FlashColumns``). dL/dv = X and
 dL/dbeta_t = -X_t . r_t. The chunk loops run on concurrent (batch, head) groups on CPU
-(``_common.over_head_groups``). Memory: O(T (C + D)) per head beyond the inputs; nothing T x T.
+(``_common.over_head_groups``). Memory: O(T (C + D)) per head beyond the inputs; nothing T x T. Under
+create_graph=True the backward is ``_u_dense_backward`` instead (differentiable, O(T^2)).
 """
 
 from __future__ import annotations
@@ -30,11 +32,19 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn import functional
 
+from impl._nonfinite import split_nonfinite
+from impl._write_kernels import get as get_write_kernel
 from impl.torch_ops._common import compute_dtype, from_bhtd, over_head_groups, to_bhtd, varlen_map
+from impl.torch_ops._readout import causal_softmax_attention
 
-__all__ = ["deltaformer_attn", "deltaformer_u"]
+__all__ = ["deltaformer_attn", "deltaformer_decode_step", "deltaformer_u"]
+
+CPU_CHUNK_SIZE = 384
+"""The chunk used on CPU when ``chunk_size`` is None (measured: see ``default_chunk_size``)."""
+
+CHUNK_SIZE = 64
+"""The chunk used on other devices when ``chunk_size`` is None (FLA's convention; not measured here)."""
 
 USE_CPU_FLASH = True
 """Use the fused CPU flash-attention op for the prefix pass when it applies (tests switch it off to cover the
@@ -43,9 +53,31 @@ matmul path on CPU)."""
 _NEG_INF = -math.inf
 
 
+def default_chunk_size(device: torch.device) -> int:
+    """The backend's choice when ``chunk_size`` is None: CPU_CHUNK_SIZE on CPU, CHUNK_SIZE elsewhere."""
+    return CPU_CHUNK_SIZE if device.type == "cpu" else CHUNK_SIZE
+
+
 def _flash_applies(w: Tensor, u: Tensor, kernel: str) -> bool:
-    """The fused op needs CPU tensors and one head size for queries, keys and values (K == V)."""
+    """The fused op computes this write's prefix: CPU tensors, the softmax or exp kernel, and one head size for
+    queries, keys and values (K == V). ``_flash_path`` adds the bound on the scores."""
     return USE_CPU_FLASH and w.device.type == "cpu" and kernel in ("softmax", "exp") and w.shape[-1] == u.shape[-1]
+
+
+def _flash_path(w: Tensor, k: Tensor, v: Tensor, kernel: str, scale: float) -> bool:
+    """Whether a call runs the CPU flash path: ``_flash_applies`` and bounded scores.
+
+    The bound: every score |scale w_t . k_j| <= |scale| max_t |w_t| max_j |k_j| = B (Cauchy-Schwarz). The flash path
+    weighs the prefix by exp(lse_prefix - m), and the fused op's lse carries an absolute rounding error of about
+    |lse| u (u the unit roundoff); it is used only while B u <= FLASH_LSE_ROUNDING. Beyond (huge logits, e.g.
+    scale 1e39), lse = m + log(sum) can round log(sum) away entirely and the prefix weight would be off by up to a
+    factor T; the matmul path normalises by dividing by the row sum and stays exact there.
+    """
+    if not _flash_applies(w, v, kernel):
+        return False
+    bound = abs(scale) * float(torch.linalg.vector_norm(w, dim=-1).amax()) * float(
+        torch.linalg.vector_norm(k, dim=-1).amax())
+    return bound * torch.finfo(w.dtype).eps / 2 <= FLASH_LSE_ROUNDING
 
 
 def _flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
@@ -65,26 +97,6 @@ def _strict_mask(rows: int, cols: int, offset: int, device: torch.device) -> Ten
     return torch.ones(rows, cols, dtype=torch.bool, device=device).triu_(offset)
 
 
-def _finite_or_zero(x: Tensor) -> Tensor:
-    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
-
-
-def _masked_lse(scores: Tensor, mask: Tensor) -> Tensor:
-    """The row log-sum-exp over the unmasked entries (-inf for a row with none).
-
-    Equal to ``logsumexp(scores.masked_fill(mask, -inf))``, but exp only sees finite arguments and the masked
-    entries are zeroed afterwards: on CPU, exp(-inf) runs about 6x slower than exp of a finite number.
-    """
-    shift = _finite_or_zero(scores.masked_fill(mask, _NEG_INF).amax(-1))
-    e = torch.exp(scores - shift[..., None]).masked_fill_(mask, 0.0)
-    return shift + torch.log(e.sum(-1))
-
-
-def _masked_exp_minus(scores: Tensor, mask: Tensor, lse: Tensor) -> Tensor:
-    """exp(scores - lse) per row on the unmasked entries, exactly 0 on masked ones (all of an empty row)."""
-    return torch.exp(scores - _finite_or_zero(lse)[..., None]).masked_fill_(mask, 0.0)
-
-
 # --- the in-chunk [c, c] block of the CPU flash path -------------------------------------------------------------
 # Row i of the block is sequence row s + i; its in-chunk keys are j < i (strictly lower triangle). These helpers use
 # tril_ (which writes zeros) instead of a boolean mask: on CPU, masked_fill_ with a broadcast [c, c] mask costs about
@@ -93,6 +105,10 @@ def _masked_exp_minus(scores: Tensor, mask: Tensor, lse: Tensor) -> Tensor:
 SHIFT_SLACK = 20.0
 """How far (in natural-log units) the cheap softmax shift may sit above the prefix log-sum-exp before the exact
 strictly-lower row max is computed instead; see ``_softmax_with_prefix``."""
+
+FLASH_LSE_ROUNDING = 2.0**-11
+"""The largest rounding error (score bound times unit roundoff) the flash path's log-sum-exp may carry (fp16's unit
+roundoff: far below any change a user would see, far above the scores of ordinary inputs); see ``_flash_path``."""
 
 
 def _strict_lower_rowmax(scores: Tensor) -> Tensor:
@@ -139,57 +155,58 @@ def _softmax_with_prefix(scores: Tensor, o_prefix: Tensor, lse_prefix: Tensor) -
     return e.mul_(inv_total[..., None]), acc, shift + torch.log(total)
 
 
-def _block_probs(scores: Tensor, mask: Tensor, kernel: str, lse: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """kappa_1 applied to a score block with the strictly-causal ``mask``; masked entries are exactly 0.
+class _MatmulChunk:
+    """Chunk rows [s, e) against keys j < e as one explicit [c, e] score block: any device, any write kernel.
 
-    softmax: normalised over the unmasked entries of each row; returns the row log-sum-exp (-inf for an empty
-    row, whose probabilities are all 0). Given ``lse`` (backward), uses it instead of recomputing the normaliser.
-    """
-    if kernel == "softmax":
-        if lse is None:
-            lse = _masked_lse(scores, mask)
-        return _masked_exp_minus(scores, mask, lse), lse
-    if kernel == "exp":
-        return torch.exp(scores).masked_fill_(mask, 0.0), None
-    if kernel == "linear":
-        return scores.masked_fill(mask, 0.0), None
-    return torch.round(scores).masked_fill_(mask, 0.0), None
+    kappa_1 and its score gradient come from the write-kernel record (``impl._write_kernels``); the softmax is
+    normalised by dividing by the row sum, and the backward recomputes P exactly as the forward did (no lse)."""
+
+    def __init__(self, w: Tensor, k: Tensor, kernel: str, scale: float, s: int, e: int) -> None:
+        self.w_c, self.k, self.scale, self.s, self.e = w[:, :, s:e], k, scale, s, e
+        self.kernel = get_write_kernel(kernel)
+        self.mask = _strict_mask(e - s, e, s, w.device)
+        self.scores = torch.matmul(self.w_c, k[:, :, :e].transpose(-1, -2)).mul_(scale)
+
+    def forward(self, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(P_in [.., c, c], acc [.., c, V] or None when s = 0, None: no lse on this path)."""
+        s = self.s
+        P = self.kernel.weights(self.scores, self.mask)
+        acc = torch.matmul(P[..., :s], u[:, :, :s]) if s > 0 else None
+        return P[..., s:], acc, None
+
+    def probs_for_backward(self, lse_c: Tensor | None) -> Tensor:
+        """P [.., c, e], recomputed from the scores exactly as in the forward."""
+        return self.kernel.weights(self.scores, self.mask)
+
+    def diagonal(self, P: Tensor) -> Tensor:
+        """The in-chunk block P_in of ``probs_for_backward``'s P."""
+        return P[..., self.s:]
+
+    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor) -> None:
+        """Accumulate this chunk's score gradients into dw, dk and the earlier values' gradient into g[:, :, :s]."""
+        s, e = self.s, self.e
+        if s > 0:
+            g[:, :, :s] += torch.matmul(P[..., :s].transpose(-1, -2), d_out)
+        if self.kernel.score_grad is None:
+            return
+        dP = torch.matmul(d_out, u[:, :, :e].transpose(-1, -2))
+        dS = self.kernel.score_grad(P, dP, self.mask).mul_(self.scale)
+        dw[:, :, s:e] += torch.matmul(dS, self.k[:, :, :e])
+        dk[:, :, :e] += torch.matmul(dS.transpose(-1, -2), self.w_c)
 
 
-def _block_score_grad(P: Tensor, dP: Tensor, mask: Tensor | None, kernel: str, row_dot: Tensor | None) -> Tensor:
-    """dL/dscores from dL/dP for one block; ``row_dot`` = dO . r per row (softmax's normaliser term). ``mask`` is
-    needed only by the linear and round kernels (softmax and exp multiply by P, which is already 0 where masked)."""
-    if kernel == "softmax":
-        assert row_dot is not None
-        return P * (dP - row_dot[..., None])
-    if kernel == "exp":
-        return P * dP
-    assert mask is not None
-    return dP.masked_fill(mask, 0.0)
+class _FlashChunk:
+    """Chunk rows [s, e) on the CPU flash path (softmax and exp, K == V): the keys j < s by the fused flash op, the
+    in-chunk keys as a [c, c] block merged with it (``_softmax_with_prefix``); in the backward, the pairs (row of
+    this chunk, earlier key) are done column by column by ``_FlashColumns``, only the in-chunk block here."""
 
-
-class _ChunkedU:
-    """The write-score block of one chunk, shared by the forward pass and the backward recomputation."""
-
-    def __init__(self, w: Tensor, k: Tensor, u: Tensor, kernel: str, scale: float, s: int, e: int) -> None:
-        self.w, self.k, self.kernel, self.scale, self.s, self.e = w, k, kernel, scale, s, e
-        self.flash = _flash_applies(w, u, kernel)
-        self.w_c = w[:, :, s:e]
-        self.mask: Tensor | None = None  # the flash path's in-chunk block uses tril_ instead of a mask
-        if self.flash:
-            self.scores = torch.matmul(self.w_c, k[:, :, s:e].transpose(-1, -2)).mul_(scale)
-        else:
-            self.mask = _strict_mask(e - s, e, s, w.device)
-            self.scores = torch.matmul(self.w_c, k[:, :, :e].transpose(-1, -2)).mul_(scale)
+    def __init__(self, w: Tensor, k: Tensor, kernel: str, scale: float, s: int, e: int) -> None:
+        self.w_c, self.k, self.kernel, self.scale, self.s, self.e = w[:, :, s:e], k, kernel, scale, s, e
+        self.scores = torch.matmul(self.w_c, k[:, :, s:e].transpose(-1, -2)).mul_(scale)
 
     def forward(self, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """(P_in [.., c, c], acc [.., c, V] or None when s = 0, row lse [.., c] for softmax). Consumes the scores."""
         s = self.s
-        if not self.flash:
-            assert self.mask is not None
-            P, lse = _block_probs(self.scores, self.mask, self.kernel, None)
-            acc = torch.matmul(P[..., :s], u[:, :, :s]) if s > 0 else None
-            return P[..., s:], acc, lse
         if s == 0:
             if self.kernel == "softmax":
                 P_in, lse = _softmax_first_chunk(self.scores)
@@ -200,43 +217,34 @@ class _ChunkedU:
             return _softmax_with_prefix(self.scores, o_prefix, lse_prefix)
         return self.scores.exp_().tril_(-1), o_prefix * torch.exp(lse_prefix)[..., None], None
 
-    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor,
-                 P_full: Tensor) -> None:
-        """Accumulate this chunk's score gradients into dw, dk and (matmul path) the prefix values' gradient into
-        g[:, :, :s]. ``P_full`` is ``probs_for_backward``'s block. On the flash path only the in-chunk block is done
-        here; the pairs (row of this chunk, earlier key) are done column by column by ``_FlashColumns``."""
-        s, e, kernel, scale = self.s, self.e, self.kernel, self.scale
-        row_dot = (d_out * r_c).sum(-1) if kernel == "softmax" else None
-        if not self.flash:
-            assert self.mask is not None
-            if s > 0:
-                g[:, :, :s] += torch.matmul(P_full[..., :s].transpose(-1, -2), d_out)
-            if kernel == "round":
-                return
-            dP = torch.matmul(d_out, u[:, :, :e].transpose(-1, -2))
-            dS = _block_score_grad(P_full, dP, self.mask, kernel, row_dot).mul_(scale)
-            dw[:, :, s:e] += torch.matmul(dS, self.k[:, :, :e])
-            dk[:, :, :e] += torch.matmul(dS.transpose(-1, -2), self.w_c)
-            return
-        dP_in = torch.matmul(d_out, u[:, :, s:e].transpose(-1, -2))
-        dS_in = _block_score_grad(P_full, dP_in, None, kernel, row_dot).mul_(scale)
-        dw[:, :, s:e] += torch.matmul(dS_in, self.k[:, :, s:e])
-        dk[:, :, s:e] += torch.matmul(dS_in.transpose(-1, -2), self.w_c)
-
     def probs_for_backward(self, lse_c: Tensor | None) -> Tensor:
-        """P for the block (matmul path: [.., c, e]; flash path: the in-chunk [.., c, c]) from the saved lse.
-
-        Flash path: exp(S - lse) then tril_; a row with lse = -inf (row 0 of the first chunk) becomes +inf before
-        tril_ zeroes it, as it has no strictly-lower entry. Consumes the scores.
-        """
-        if not self.flash:
-            assert self.mask is not None
-            P, _ = _block_probs(self.scores, self.mask, self.kernel, lse_c)
-            return P
+        """The in-chunk P [.., c, c] from the saved lse: exp(S - lse) then tril_; a row with lse = -inf (row 0 of
+        the first chunk) becomes +inf before tril_ zeroes it, as it has no strictly-lower entry. Consumes the
+        scores."""
         if self.kernel == "softmax":
             assert lse_c is not None
             self.scores.sub_(lse_c[..., None])
         return self.scores.exp_().tril_(-1)
+
+    def diagonal(self, P: Tensor) -> Tensor:
+        return P
+
+    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor) -> None:
+        """Accumulate the in-chunk block's score gradients into dw and dk. Softmax's normaliser term is the row's
+        dO . r over *all* its earlier keys (r = P u is the whole row's write output), not over this block alone."""
+        s, e = self.s, self.e
+        dP = torch.matmul(d_out, u[:, :, s:e].transpose(-1, -2))
+        dS = P * (dP - (d_out * r_c).sum(-1)[..., None]) if self.kernel == "softmax" else P * dP
+        dS.mul_(self.scale)
+        dw[:, :, s:e] += torch.matmul(dS, self.k[:, :, s:e])
+        dk[:, :, s:e] += torch.matmul(dS.transpose(-1, -2), self.w_c)
+
+
+_Chunk = _MatmulChunk | _FlashChunk
+
+
+def _chunk(flash: bool, w: Tensor, k: Tensor, kernel: str, scale: float, s: int, e: int) -> _Chunk:
+    return _FlashChunk(w, k, kernel, scale, s, e) if flash else _MatmulChunk(w, k, kernel, scale, s, e)
 
 
 def _solve_unit_lower(A: Tensor, rhs: Tensor, *, transpose: bool) -> Tensor:
@@ -252,19 +260,21 @@ def _solve_unit_lower(A: Tensor, rhs: Tensor, *, transpose: bool) -> Tensor:
 
 
 def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int,
-               for_backward: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """u, r = P u (the write-attention output) and the row lse (softmax) for [B, H, T, *] inputs.
+               for_backward: bool = True, flash: bool | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """u, r = P u (the write-attention output) and the row lse (flash path, softmax) for [B, H, T, *] inputs.
 
-    r and lse are what the backward needs; without ``for_backward`` they are not computed (None).
+    r and lse are what the backward needs; without ``for_backward`` they are not computed (None). ``flash``: which
+    chunk algorithm; None: ``_flash_path`` of these inputs (the callers decide once per call and pass it, so the
+    forward and the backward of one call agree).
     """
+    flash = _flash_path(w, k, v, kernel, scale) if flash is None else flash
     T = w.shape[2]
     u = torch.empty_like(v)
     r = torch.empty_like(v) if for_backward else None
-    lse = torch.empty_like(beta) if kernel == "softmax" and for_backward else None
+    lse = torch.empty_like(beta) if flash and kernel == "softmax" and for_backward else None
     for s in range(0, T, chunk_size):
         e = min(s + chunk_size, T)
-        block = _ChunkedU(w, k, u, kernel, scale, s, e)
-        P_in, acc, lse_c = block.forward(u)
+        P_in, acc, lse_c = _chunk(flash, w, k, kernel, scale, s, e).forward(u)
         beta_c = beta[:, :, s:e, None]
         rhs = v[:, :, s:e] if acc is None else torch.addcmul(v[:, :, s:e], beta_c, acc, value=-1.0)
         u_c = _solve_unit_lower(beta_c * P_in if for_backward else P_in.mul_(beta_c), rhs, transpose=False)
@@ -312,24 +322,25 @@ class _FlashColumns:
 
 
 def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r: Tensor, lse: Tensor | None,
-                kernel: str, scale: float, chunk_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                kernel: str, scale: float, chunk_size: int,
+                flash: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dw, dk, dv, dbeta) by the reverse chunk walk; ``flash`` as in ``_u_forward`` (it must be the forward's)."""
+    flash = _flash_path(w, k, u, kernel, scale) if flash is None else flash
     T = w.shape[2]
     dw = torch.zeros_like(w)
     dk = torch.zeros_like(k)
     dv = torch.empty_like(u)
     dbeta = torch.empty_like(beta)
     g = grad_u.clone()
-    columns = _FlashColumns(w, k, u, r, lse, kernel, scale) if _flash_applies(w, u, kernel) else None
+    columns = _FlashColumns(w, k, u, r, lse, kernel, scale) if flash else None
     for s in reversed(range(0, T, chunk_size)):
         e = min(s + chunk_size, T)
         if columns is not None:
             columns.backward(s, e, dw, dk, g)
-        block = _ChunkedU(w, k, u, kernel, scale, s, e)
-        lse_c = None if lse is None else lse[:, :, s:e]
-        P = block.probs_for_backward(lse_c)
-        P_in = P[..., s:] if not block.flash else P
+        block = _chunk(flash, w, k, kernel, scale, s, e)
+        P = block.probs_for_backward(None if lse is None else lse[:, :, s:e])
         beta_c = beta[:, :, s:e, None]
-        X = _solve_unit_lower(beta_c * P_in, g[:, :, s:e], transpose=True)
+        X = _solve_unit_lower(beta_c * block.diagonal(P), g[:, :, s:e], transpose=True)
         dv[:, :, s:e] = X
         r_c = r[:, :, s:e]
         dbeta[:, :, s:e] = -(X * r_c).sum(-1)
@@ -340,27 +351,52 @@ def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r
     return dw, dk, dv, dbeta
 
 
+def _u_dense_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, kernel: str,
+                      scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dw, dk, dv, dbeta) by differentiable [T, T] torch ops: the backward under create_graph=True.
+
+    The same formulas as the chunked backward (impl/README.md) on the whole matrix: X = M^-T G with
+    M = I + diag(beta) P, dv = X, dbeta_t = -X_t . (P u)_t, and the score gradient of dO = -diag(beta) X. Built from
+    the saved output u, so autograd differentiates it through u's own graph (a second call of this Function's
+    backward) and the double backward is exact."""
+    T = w.shape[2]
+    mask = _strict_mask(T, T, 0, w.device)
+    kappa = get_write_kernel(kernel)
+    P = kappa.weights(scale * torch.matmul(w, k.transpose(-1, -2)), mask)
+    M = torch.eye(T, dtype=w.dtype, device=w.device) + beta[..., None] * P
+    X = torch.linalg.solve_triangular(M.transpose(-1, -2), grad_u, upper=True, unitriangular=True)
+    dbeta = -(X * torch.matmul(P, u)).sum(-1)
+    if kappa.score_grad is None:
+        return torch.zeros_like(w), torch.zeros_like(k), X, dbeta
+    d_out = -beta[..., None] * X
+    dS = kappa.score_grad(P, torch.matmul(d_out, u.transpose(-1, -2)), mask) * scale
+    return torch.matmul(dS, k), torch.matmul(dS.transpose(-1, -2), w), X, dbeta
+
+
 class DeltaFormerU(torch.autograd.Function):
-    """u = DF.4(w, k, v, beta) on [B, H, T, *] tensors of one dtype (fp32 or fp64); backward by chunks."""
+    """u = DF.4(w, k, v, beta) on [B, H, T, *] tensors of one dtype (fp32 or fp64); backward by chunks, or by
+    ``_u_dense_backward`` (differentiable) under create_graph=True."""
 
     @staticmethod
     def forward(ctx: Any, w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float,
                 chunk_size: int) -> Tensor:
-        u, r, lse = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size),
-                                     w, k, v, beta)
+        flash = _flash_path(w, k, v, kernel, scale)
+        u, r, lse = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size,
+                                             flash=flash), w, k, v, beta)
         assert u is not None
         ctx.save_for_backward(w, k, u, beta, r, lse)
-        ctx.options = (kernel, scale, chunk_size)
+        ctx.options = (kernel, scale, chunk_size, flash)
         return u
 
     @staticmethod
     def backward(ctx: Any, grad_u: Tensor) -> tuple[Tensor | None, ...]:
         w, k, u, beta, r, lse = ctx.saved_tensors
-        kernel, scale, chunk_size = ctx.options
-        dw, dk, dv, dbeta = over_head_groups(
-            partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size),
-            grad_u.contiguous(), w, k, u, beta, r, lse)
-        return dw, dk, dv, dbeta, None, None, None
+        kernel, scale, chunk_size, flash = ctx.options
+        if torch.is_grad_enabled():
+            return *_u_dense_backward(grad_u, w, k, u, beta, kernel, scale), None, None, None
+        grads = over_head_groups(partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size, flash=flash),
+                                 grad_u.contiguous(), w, k, u, beta, r, lse)
+        return *grads, None, None, None
 
 
 def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int) -> Tensor:
@@ -369,43 +405,76 @@ def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: f
         out: Tensor = DeltaFormerU.apply(  # type: ignore[no-untyped-call]
             w, k, v, beta, kernel, scale, chunk_size)
         return out
-    u = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size, for_backward=False),
-                         w, k, v, beta)[0]
+    flash = _flash_path(w, k, v, kernel, scale)
+    u = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size, flash=flash,
+                                 for_backward=False), w, k, v, beta)[0]
     assert u is not None
     return u
 
 
-def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float, chunk_size: int,
-                  cu_seqlens: Tensor | None) -> Tensor:
+def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float,
+                  chunk_size: int | None, cu_seqlens: Tensor | None) -> Tensor:
     """Torch backend of ``impl.deltaformer_u``: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
 
-    Implements spec.deltaformer.deltaformer_u (DF.1) per (batch, head) by the chunked form DF.4.
+    Implements spec.deltaformer.deltaformer_u (DF.1) per (batch, head) by the chunked form DF.4. ``chunk_size``
+    None: ``default_chunk_size``.
     """
+    chunk = default_chunk_size(w.device) if chunk_size is None else chunk_size
     dtype = compute_dtype(v.dtype)
 
     def run(w_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         u = _u_bhtd(to_bhtd(w_, dtype), to_bhtd(k_, dtype), to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    scale, chunk_size)
+                    scale, chunk)
         return from_bhtd(u, v.dtype)
 
     return varlen_map(run, cu_seqlens, w, k, v, beta)
 
 
 def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: str, kernel: str,
-                     write_scale: float, read_scale: float, chunk_size: int, cu_seqlens: Tensor | None) -> Tensor:
+                     write_scale: float, read_scale: float, chunk_size: int | None,
+                     cu_seqlens: Tensor | None) -> Tensor:
     """Torch backend of ``impl.deltaformer_attn``: o = causal_softmax(read_scale Q K^T) U, U from DF.4 with
     ``write_scale`` in kappa_1.
 
-    Implements spec.deltaformer.deltaformer_attn (DF.9). The read-out is
-    ``functional.scaled_dot_product_attention(is_causal=True)`` (its own fused kernel and backward).
+    Implements spec.deltaformer.deltaformer_attn (DF.9). The read-out is ``_readout.causal_softmax_attention``
+    (the fused CPU flash op, any real scale, differentiable twice). ``chunk_size`` None: ``default_chunk_size``.
     """
+    chunk = default_chunk_size(q.device) if chunk_size is None else chunk_size
     dtype = compute_dtype(v.dtype)
 
     def run(q_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         qb, kb = to_bhtd(q_, dtype), to_bhtd(k_, dtype)
         u = _u_bhtd(qb if write == "q" else kb, kb, to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    write_scale, chunk_size)
-        o = functional.scaled_dot_product_attention(qb, kb, u, is_causal=True, scale=read_scale)
-        return from_bhtd(o, v.dtype)
+                    write_scale, chunk)
+        values, correction = split_nonfinite(u, dim=2)
+        o = causal_softmax_attention(qb, kb, values, read_scale)
+        return from_bhtd(o if correction is None else o + correction, v.dtype)
 
     return varlen_map(run, cu_seqlens, q, k, v, beta)
+
+
+def deltaformer_decode_step(cache_k: Tensor, cache_u: Tensor, q_t: Tensor, k_t: Tensor, v_t: Tensor, beta_t: Tensor,
+                            *, write: str, kernel: str, write_scale: float,
+                            read_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Torch backend of ``impl.deltaformer_decode_step`` (DF.10): (o_t [B, H, V], cache_k, cache_u grown by one).
+
+    cache_k [B, t, H, K], cache_u [B, t, H, V] (t may be 0), q_t, k_t [B, H, K], v_t [B, H, V], beta_t [B, H].
+    u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j is one attention of w_t over the cache, then
+    o_t = sum_{j<=t} softmax_j(read_scale q_t . k_j) u_j. Computed in the compute dtype; the cache keeps the input
+    dtype.
+    """
+    dtype = compute_dtype(q_t.dtype)
+    q32, k32, v32 = q_t.to(dtype), k_t.to(dtype), v_t.to(dtype)
+    keys_prev, u_prev = cache_k.to(dtype), cache_u.to(dtype)
+    w32 = q32 if write == "q" else k32
+    u32 = v32
+    if cache_k.shape[1] > 0:
+        scores = torch.einsum("bhk,bthk->bht", w32, keys_prev) * write_scale
+        weights = get_write_kernel(kernel).weights(scores, None)
+        u32 = v32 - beta_t.to(dtype)[..., None] * torch.einsum("bht,bthv->bhv", weights, u_prev)
+    keys = torch.cat([keys_prev, k32[:, None]], dim=1)
+    values = torch.cat([u_prev, u32[:, None]], dim=1)
+    attn = torch.softmax(torch.einsum("bhk,bthk->bht", q32, keys) * read_scale, dim=-1)
+    o = torch.einsum("bht,bthv->bhv", attn, values)
+    return (o.to(q_t.dtype), torch.cat([cache_k, k_t[:, None]], dim=1),
+            torch.cat([cache_u, u32.to(q_t.dtype)[:, None]], dim=1))

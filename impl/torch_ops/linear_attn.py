@@ -27,7 +27,7 @@ def _linear_attn_bhtd(q: Tensor, k: Tensor, v: Tensor, state: Tensor, chunk_size
 
 
 def linear_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float, initial_state: Tensor | None,
-                output_final_state: bool, chunk_size: int,
+                output_final_state: bool, chunk_size: int | None,
                 cu_seqlens: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """Torch backend of ``impl.linear_attn``: q, k [B, T, H, K], v [B, T, H, V] -> (o [B, T, H, V], state)."""
     return run_stateful(_linear_attn_bhtd, q, k, v, (), scale=scale, initial_state=initial_state,

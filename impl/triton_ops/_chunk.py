@@ -17,9 +17,11 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from impl.triton_ops import chunk_kernels as kern
 from impl.triton_ops._runtime import (
+    CHUNK_SIZE,
     HEAD_DIMS,
     LOW_PRECISION,
     AotVariant,
@@ -208,6 +210,7 @@ class _ChunkFunction(torch.autograd.Function):
         return o, ht
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, do: torch.Tensor, dht: torch.Tensor | None) -> tuple[Any, ...]:
         q, k, v, beta, h, w, vn = ctx.saved_tensors
         saved = {"h": h, "w": w, "vn": vn, "blk": ctx.blk}
@@ -219,9 +222,11 @@ class _ChunkFunction(torch.autograd.Function):
 
 
 def chunk_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor | None, *, scale: float,
-             initial_state: torch.Tensor | None, output_final_state: bool, chunk_size: int,
+             initial_state: torch.Tensor | None, output_final_state: bool, chunk_size: int | None,
              cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Linear attention (beta None) or the delta rule: (o [B, T, H, V], final state [N, H, K, V] or None)."""
+    """Linear attention (beta None) or the delta rule: (o [B, T, H, V], final state [N, H, K, V] or None).
+    ``chunk_size`` None: CHUNK_SIZE."""
+    chunk_size = CHUNK_SIZE if chunk_size is None else chunk_size
     q, k, v = (x.contiguous() for x in (q, k, v))
     beta = None if beta is None else beta.contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()

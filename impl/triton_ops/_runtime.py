@@ -20,8 +20,13 @@ from triton.testing import do_bench
 
 from impl._backend import interpreter_enabled
 
-__all__ = ["HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions", "interpreting",
-           "next_power_of_2", "planning_for_gpu"]
+__all__ = ["CHUNK_SIZE", "HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions",
+           "interpreting", "next_power_of_2", "planning_for_gpu"]
+
+
+CHUNK_SIZE = 64
+"""The chunk the linear-attention and delta-rule ops use when ``chunk_size`` is None (FLA's convention; no GPU was
+available to measure another choice). The DeltaFormer ops use ``deltaformer.default_chunk_size`` instead."""
 
 _PLANNING: list[bool] = [False]
 

@@ -16,7 +16,7 @@ __all__ = ["delta_rule"]
 
 
 def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, scale: float, initial_state: Tensor | None,
-               output_final_state: bool, chunk_size: int,
+               output_final_state: bool, chunk_size: int | None,
                cu_seqlens: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> (o [B, T, H, V], final state [N, H, K, V] or None)."""
     return chunk_op(q, k, v, beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state,

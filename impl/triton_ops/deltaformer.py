@@ -13,8 +13,10 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from impl import _write_kernels
+from impl._nonfinite import split_nonfinite
 from impl.triton_ops import deltaformer_kernels as kern
 from impl.triton_ops._runtime import (
     HEAD_DIMS,
@@ -218,6 +220,16 @@ def read_fwd(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, *, scale: float,
     return o, lse
 
 
+def read_u(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, *, scale: float,
+           cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``read_fwd`` over DeltaFormer's written values u, which may have overflowed at a late row: the rows before
+    the first non-finite u_j stay exact and later rows non-finite (``impl._nonfinite``); the lse is that of the
+    finite part."""
+    values, correction = split_nonfinite(u, dim=1, cu_seqlens=cu_seqlens)
+    o, lse = read_fwd(q, k, values, scale=scale, cu_seqlens=cu_seqlens)
+    return (o, lse) if correction is None else (o + correction, lse)
+
+
 def _full_v(V: int) -> int:
     """The backward's value block: all of V in one padded block (dP_tj = dO_t . u_j needs every column)."""
     return max(16, next_power_of_2(V))
@@ -339,6 +351,7 @@ class _DeltaFormerU(torch.autograd.Function):
         return u
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_u: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         w, k, beta, u, r, lse, cu_seqlens = ctx.saved_tensors
         kernel, scale, chunk_size = ctx.options
@@ -359,12 +372,13 @@ class _DeltaFormerAttn(torch.autograd.Function):
         w = k if write == "k" else q
         u, lse_w, r = u_fwd(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size,
                             cu_seqlens=cu_seqlens, store_r=True)
-        o, lse_o = read_fwd(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
+        o, lse_o = read_u(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
         ctx.save_for_backward(q, k, beta, u, r, lse_w, o, lse_o, cu_seqlens)
         ctx.options = (write, kernel, write_scale, read_scale, chunk_size)
         return o
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_o: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, k, beta, u, r, lse_w, o, lse_o, cu_seqlens = ctx.saved_tensors
         write, kernel, write_scale, read_scale, chunk_size = ctx.options
@@ -387,8 +401,10 @@ def _needs_grad(*inputs: torch.Tensor) -> bool:
 
 
 def deltaformer_u(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, kernel: str,
-                  scale: float, chunk_size: int, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
-    """DF.1 via DF.4: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j, chunk by chunk. -> u [B, T, H, V]."""
+                  scale: float, chunk_size: int | None, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+    """DF.1 via DF.4: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j, chunk by chunk. -> u [B, T, H, V].
+    ``chunk_size`` None: ``default_chunk_size``."""
+    chunk_size = default_chunk_size(w.shape[1]) if chunk_size is None else chunk_size
     inputs = (w, k, v, beta)
     if _needs_grad(*inputs):
         out: torch.Tensor = _DeltaFormerU.apply(  # type: ignore[no-untyped-call]
@@ -400,10 +416,11 @@ def deltaformer_u(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch
 
 
 def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, write: str,
-                     kernel: str, write_scale: float, read_scale: float, chunk_size: int,
+                     kernel: str, write_scale: float, read_scale: float, chunk_size: int | None,
                      cu_seqlens: torch.Tensor | None) -> torch.Tensor:
     """DF.9: o = causal_softmax(read_scale q k^T) U, U from DF.1 with w = k (write="k") or w = q (write="q") and
-    ``write_scale`` in kappa_1."""
+    ``write_scale`` in kappa_1. ``chunk_size`` None: ``default_chunk_size``."""
+    chunk_size = default_chunk_size(q.shape[1]) if chunk_size is None else chunk_size
     inputs = (q, k, v, beta)
     if _needs_grad(*inputs):
         out: torch.Tensor = _DeltaFormerAttn.apply(  # type: ignore[no-untyped-call]
@@ -412,7 +429,7 @@ def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
     q, k, v, beta = (x.detach().contiguous() for x in inputs)
     w = k if write == "k" else q
     u, _, _ = u_fwd(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
-    o, _ = read_fwd(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
+    o, _ = read_u(q, k, u, scale=read_scale, cu_seqlens=cu_seqlens)
     return o
 
 

@@ -127,8 +127,10 @@ class _AtenRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
-        out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
+        if name == "_local_scalar_dense" and args[0].device.type == "meta":
+            return _meta_scalar(args[0])
+        out = func(*args, **(kwargs or {}))
         if func.is_view or name in _NO_KERNEL:
             return out
         flat_in = [_describe(a) for a in _flatten(args) if isinstance(a, torch.Tensor)]
@@ -136,6 +138,16 @@ class _AtenRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.sink.append(Launch(f"aten.{name}", (), {"inputs": flat_in, "outputs": flat_out,
                                                       "kwargs": dict(kwargs or {})}))
         return out
+
+
+def _meta_scalar(x: torch.Tensor) -> bool:
+    """A host read of a meta scalar (``bool(t)``, ``t.item()``) has no value: a boolean reads as True, the common
+    path of the drivers' data-dependent checks (``impl._validate.all_finite``: the values are finite, so the
+    non-finite correction is not applied); any other dtype is refused, since no default would be right."""
+    if x.dtype != torch.bool:
+        raise RuntimeError(f"launch recorder: the driver reads a {x.dtype} scalar from a meta tensor; only boolean "
+                           f"checks (read as True) can be recorded")
+    return True
 
 
 def _flatten(xs: Any) -> Iterator[Any]:

@@ -15,7 +15,7 @@ __all__ = ["linear_attn"]
 
 
 def linear_attn(q: Tensor, k: Tensor, v: Tensor, *, scale: float, initial_state: Tensor | None,
-                output_final_state: bool, chunk_size: int,
+                output_final_state: bool, chunk_size: int | None,
                 cu_seqlens: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """q, k [B, T, H, K], v [B, T, H, V] -> (o [B, T, H, V], final state [N, H, K, V] or None), input dtype."""
     return chunk_op(q, k, v, None, scale=scale, initial_state=initial_state, output_final_state=output_final_state,

@@ -1,4 +1,5 @@
-"""What a check is: a claim, its provenance, the spec functions it exercises, and a measurement against a bound.
+"""What a check is: a claim, its provenance, its kind of evidence, the spec functions it exercises, and a
+measurement against a bound.
 
 A check decides from numbers. ``run(profile)`` returns an ``Outcome`` holding the measured value, the bound it was
 compared with, the verdict, and one line of detail (sample size, confidence interval, fitted slope). Checks never
@@ -10,8 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
-__all__ = ["DEFAULT", "THOROUGH", "Check", "Figure", "Outcome", "Profile"]
+__all__ = ["DEFAULT", "EVIDENCE_KINDS", "THOROUGH", "Check", "Evidence", "Figure", "Outcome", "Profile"]
+
+Evidence = Literal["proved", "enclosed", "exact", "measured"]
+"""How strongly a check's claim is established, strongest first:
+
+- ``proved``: a machine-checked proof for every size backs the claim (``proofs_checks.proofs``, a proof with this
+  claim id whose scope starts with ``all``); the check itself still runs its instances.
+- ``enclosed``: certified by interval arithmetic on the checked instances (the spec on ``mpmath.iv`` intervals):
+  every rounding error is inside the enclosures, no error model is assumed.
+- ``exact``: decided in exact (integer or rational) arithmetic on the checked instances.
+- ``measured``: Monte Carlo estimates within confidence intervals, or fitted slopes, on the checked instances.
+"""
+EVIDENCE_KINDS: tuple[Evidence, ...] = get_args(Evidence)
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ class Check:
     id: str
     claim: str
     provenance: str
+    evidence: Evidence
     spec_functions: tuple[str, ...]
     run: Callable[[Profile], Outcome]
 

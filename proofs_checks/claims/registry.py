@@ -4,10 +4,12 @@ export ``FIGURES``; nothing is discovered by magic."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 
 from proofs_checks.claims.declaration import Check, Figure
+from proofs_checks.proofs.record import Proof
 
-__all__ = ["CHECK_MODULES", "all_checks", "all_figures"]
+__all__ = ["CHECK_MODULES", "all_checks", "all_figures", "unbacked_proved_checks"]
 
 CHECK_MODULES: tuple[str, ...] = (
     "proofs_checks.claims.snr",
@@ -36,3 +38,10 @@ def all_figures() -> tuple[Figure, ...]:
 def _claim_order(check: Check) -> tuple[int, str]:
     digits = "".join(ch for ch in check.id[1:] if ch.isdigit())
     return (int(digits) if digits else 0, check.id)
+
+
+def unbacked_proved_checks(checks: Iterable[Check], proofs: Iterable[Proof]) -> list[str]:
+    """Ids of checks declared ``proved`` that no proof for every size backs (a proof naming the check's id as its
+    claim with a scope starting "all"). Empty when the declarations are honest."""
+    backed = {proof.claim for proof in proofs if proof.scope.startswith("all")}
+    return [check.id for check in checks if check.evidence == "proved" and check.id not in backed]

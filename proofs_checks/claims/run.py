@@ -58,14 +58,15 @@ def _number(x: float) -> str:
     return f"{x:.3g}" if math.isnan(x) or abs(x) < 1e4 else f"{x:.3e}"
 
 
-def render_table(results: Sequence[Result], claim_width: int = 70) -> str:
-    """A plain-text table: id, claim, provenance, measured, bound, verdict, seconds (and the detail line)."""
-    header = f"{'id':<5} {'claim':<{claim_width}} {'provenance':<14} {'measured':>10} {'bound':>10} verdict   time"
+def render_table(results: Sequence[Result], claim_width: int = 62) -> str:
+    """A plain-text table: id, claim, provenance, evidence, measured, bound, verdict, seconds (and the detail)."""
+    header = (f"{'id':<5} {'claim':<{claim_width}} {'provenance':<14} {'evidence':<9} {'measured':>10} "
+              f"{'bound':>10} verdict   time")
     lines = [header, "-" * len(header)]
     for r in results:
         claim = r.check.claim if len(r.check.claim) <= claim_width else r.check.claim[: claim_width - 3] + "..."
         verdict = "PASS" if r.outcome.passed else "FAIL"
-        lines.append(f"{r.check.id:<5} {claim:<{claim_width}} {r.check.provenance:<14} "
+        lines.append(f"{r.check.id:<5} {claim:<{claim_width}} {r.check.provenance:<14} {r.check.evidence:<9} "
                      f"{_number(r.outcome.measured):>10} {_number(r.outcome.bound):>10} {verdict:<7} "
                      f"{r.seconds:5.1f}s")
         if r.outcome.detail:
@@ -77,7 +78,7 @@ def render_table(results: Sequence[Result], claim_width: int = 70) -> str:
 
 
 def write_json(results: Sequence[Result], profile: Profile, path: Path) -> None:
-    """Machine-readable results: ``{"profile": ..., "checks": [{id, claim, provenance, passed, measured, ...}]}``."""
+    """Machine-readable results: ``{"profile": ..., "checks": [{id, claim, provenance, evidence, passed, ...}]}``."""
     payload = {
         "profile": {"name": profile.name, "dps": profile.dps, "samples": profile.samples, "seed": profile.seed},
         "passed": all(r.outcome.passed for r in results),
@@ -86,6 +87,7 @@ def write_json(results: Sequence[Result], profile: Profile, path: Path) -> None:
                 "id": r.check.id,
                 "claim": r.check.claim,
                 "provenance": r.check.provenance,
+                "evidence": r.check.evidence,
                 "spec_functions": list(r.check.spec_functions),
                 "passed": r.outcome.passed,
                 "measured": None if math.isnan(r.outcome.measured) else r.outcome.measured,
@@ -108,12 +110,13 @@ def write_report(results: Sequence[Result], figures: Sequence[Figure], profile: 
         "",
         f"Profile `{profile.name}` ({profile.dps} digits, sample multiplier {profile.samples}, seed {profile.seed}).",
         "",
-        "| id | claim | provenance | measured | bound | verdict |",
-        "|---|---|---|---|---|---|",
+        "| id | claim | provenance | evidence | measured | bound | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         claim = r.check.claim.replace("|", "\\|")
-        lines.append(f"| {r.check.id} | {claim} | [{r.check.provenance}] | {_number(r.outcome.measured)} | "
+        lines.append(f"| {r.check.id} | {claim} | [{r.check.provenance}] | {r.check.evidence} | "
+                     f"{_number(r.outcome.measured)} | "
                      f"{_number(r.outcome.bound)} | {'PASS' if r.outcome.passed else 'FAIL'} |")
     lines.append("")
     for figure in figures:

@@ -23,11 +23,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import mpmath
 import numpy as np
+from mpmath import iv
 
 from proofs_checks.claims.declaration import Check, Figure, Outcome, Profile
 from spec import kernels, precision, snr
@@ -139,36 +141,64 @@ def _exact_slope(x: Sequence[float], values: Sequence[float]) -> float:
     return float(np.polyfit(np.asarray(x, dtype=np.float64), np.log(np.asarray(values, dtype=np.float64)), 1)[0])
 
 
+def _paper_law_bias(sweep: str, smallest: int, p: int = 1) -> float:
+    """A bound on |exact slope - paper slope| over a sweep starting at ``smallest`` (N or d_k).
+
+    A least-squares slope of log f on log x is a positively weighted average of secant slopes, each the mean of
+    the local slope d log f / d log x over its interval, so it lies between the extreme local slopes. Exact forms:
+    in N, log(N - 1) has local slope N/(N - 1) in [1, 1 + 1/(N_min - 1)]; in d_k, log prod_{m<=p} 1/(d_k - 2m) has
+    local slope -sum_m d_k/(d_k - 2m) in [-p - sum_m 2m/(d_min - 2m), -p]. The paper's laws have slopes 1 and -p.
+    """
+    if sweep == "N":
+        return 1 / (smallest - 1)
+    return sum(2 * m / (smallest - 2 * m) for m in range(1, p + 1))
+
+
+def _scaling_sweep(profile: Profile, kernel: Callable[[Any, Any], Any], exact_form: Callable[[int, int], float],
+                   sizes: list[tuple[int, int]], sweep: str, p: int, M: int, d_v: int, stream: tuple[int, ...]
+                   ) -> tuple[float, float, str]:
+    """One sweep's (z against the exact slope, |MC slope - paper slope| / (Z se + bias), detail text)."""
+    estimates, exact = [], []
+    for N, d_k in sizes:
+        estimates.append(est.monte_carlo_snr_inv_unconditional(kernel, d_k, N, d_v, M, _rng(profile, *stream, N, d_k)))
+        exact.append(exact_form(N, d_k))
+    x = [math.log(N if sweep == "N" else d_k) for N, d_k in sizes]
+    slope, stderr = _weighted_slope(x, estimates)
+    exact_slope = _exact_slope(x, exact)
+    paper_slope = 1.0 if sweep == "N" else -float(p)
+    smallest = min(N if sweep == "N" else d_k for N, d_k in sizes)
+    bias = _paper_law_bias(sweep, smallest, p)
+    paper_ratio = abs(slope - paper_slope) / (Z * stderr + bias)
+    return (abs(slope - exact_slope) / stderr, paper_ratio,
+            f"slope in {sweep}{'' if p == 1 else f' (p = {p})'}: MC {slope:.3f} +- {stderr:.3f}, exact "
+            f"{exact_slope:.3f}, paper {paper_slope:.0f} (|MC - paper| <= {Z:g} se + {bias:.3f} derived bias)")
+
+
+def _paper_law_transcribed(values: list[tuple[float, Fraction]]) -> bool:
+    """The spec's scaling function against the claim's formula evaluated in exact rationals (powers of two: every
+    value is a float64 number, so equality is exact)."""
+    return all(Fraction(value) == expected for value, expected in values)
+
+
 def _linear_scaling(profile: Profile) -> Outcome:
-    """C1b: SNR^-1 ~ N/d_k: MC log-log slopes in N and in d_k match the exact ones; exact/paper -> 1."""
+    """C1b: SNR^-1 ~ N/d_k: MC log-log slopes in N and d_k match the exact form's (4 se) and the paper's exponents
+    (4 se plus the derived finite-size bias); SNR.6 is N/d_k."""
     M = 400 * profile.samples
     d_v = 4
     powers = [16, 32, 64, 128, 256]
-    sweeps: dict[str, list[tuple[int, int]]] = {
-        "N": [(2 * g, 32) for g in powers],
-        "d_k": [(32, g) for g in powers],
-    }
-    worst, parts = 0.0, []
+    sweeps: dict[str, list[tuple[int, int]]] = {"N": [(2 * g, 32) for g in powers], "d_k": [(32, g) for g in powers]}
+    worst, worst_paper, parts = 0.0, 0.0, []
     for stream, (name, sizes) in enumerate(sweeps.items()):
-        estimates, exact, paper = [], [], []
-        for N, d_k in sizes:
-            estimates.append(est.monte_carlo_snr_inv_unconditional(kernels.linear_kernel, d_k, N, d_v, M,
-                                                                   _rng(profile, 11, stream, N, d_k)))
-            exact.append(snr.snr_inv_linear_unconditional(N, d_k))
-            paper.append(snr.snr_inv_linear_scaling(N, d_k))
-        x = [math.log(N if name == "N" else d_k) for N, d_k in sizes]
-        slope, stderr = _weighted_slope(x, estimates)
-        paper_slope = _exact_slope(x, paper)
-        exact_slope = _exact_slope(x, exact)
-        worst = max(worst, abs(slope - exact_slope) / stderr)
-        parts.append(f"slope in {name}: MC {slope:.3f} +- {stderr:.3f}, exact {exact_slope:.3f}, "
-                     f"paper {paper_slope:.0f}")
-    # The paper's N/d_k is the exact unconditional form's limit: their ratio at N = d_k = 10^6.
-    limit = snr.snr_inv_linear_unconditional(10**6, 1e6) / snr.snr_inv_linear_scaling(10**6, 1e6)
-    limit_ok = abs(limit - 1) <= 1e-5
-    return Outcome(measured=worst, bound=Z, passed=bool(worst <= Z and limit_ok),
-                   detail="; ".join(parts) + f"; exact/(N/d_k) at N = d_k = 1e6: {limit:.7f} (must be within 1e-5 "
-                                             f"of 1); {M} memories per point, d_v = {d_v}")
+        z, paper_ratio, text = _scaling_sweep(profile, kernels.linear_kernel, snr.snr_inv_linear_unconditional, sizes,
+                                              name, 1, M, d_v, (11, stream))
+        worst, worst_paper = max(worst, z), max(worst_paper, paper_ratio)
+        parts.append(text)
+    transcribed = _paper_law_transcribed([(snr.snr_inv_linear_scaling(N, d_k), Fraction(N, d_k))
+                                          for N in (32, 1024) for d_k in (16, 256)])
+    passed = worst <= Z and worst_paper <= 1 and transcribed
+    return Outcome(measured=worst, bound=Z, passed=bool(passed),
+                   detail="; ".join(parts) + f"; SNR.6 equals N/d_k exactly: {transcribed}; {M} memories per "
+                                             f"point, d_v = {d_v}")
 
 
 # --- C2: ReLU and ReLU^p
@@ -215,28 +245,31 @@ def _relu_closed_forms(profile: Profile) -> Outcome:
 
 
 def _relu_scaling(profile: Profile) -> Outcome:
-    """C2b: ReLU^p SNR^-1 ~ (2p-1)!! N/(2 d_k^p): MC slopes in d_k match the exact ones; exact/paper -> 1."""
+    """C2b: ReLU^p SNR^-1 ~ (2p-1)!! N/(2 d_k^p): MC slopes in d_k (p = 1, 2) match the exact form's (4 se) and the
+    paper's -p (4 se plus the derived finite-size bias); SNR.13 and SNR.15 are the claim's formula."""
     M = 1000 * profile.samples
     N, d_v = 32, 4
     grid = [32, 64, 128, 256]
-    worst, parts = 0.0, []
-    limits = []
+    worst, worst_paper, parts = 0.0, 0.0, []
     for p in (1, 2):
-        estimates = [est.monte_carlo_snr_inv_unconditional(_relu_kernel(p), d_k, N, d_v, M, _rng(profile, 21, p, d_k))
-                     for d_k in grid]
-        x = [math.log(d_k) for d_k in grid]
-        slope, stderr = _weighted_slope(x, estimates)
-        exact_slope = _exact_slope(x, [snr.snr_inv_relu_power_unconditional(N, d_k, p) for d_k in grid])
-        worst = max(worst, abs(slope - exact_slope) / stderr)
-        parts.append(f"p = {p}: MC slope {slope:.3f} +- {stderr:.3f}, exact {exact_slope:.3f}, paper {-p}")
-    for p in RELU_POWERS:
-        exact = snr.snr_inv_relu_power_unconditional(10**7, 1e7, p)
-        limits.append(exact / snr.snr_inv_relu_power_scaling(10**7, 1e7, p))
-    limit_error = max(abs(x - 1) for x in limits)
-    relu_is_p1 = snr.snr_inv_relu_scaling(N, 64.0) == snr.snr_inv_relu_power_scaling(N, 64.0, 1)
-    return Outcome(measured=worst, bound=Z, passed=bool(worst <= Z and limit_error <= 1e-5 and relu_is_p1),
-                   detail="; ".join(parts) + f"; max |exact/paper - 1| at N = d_k = 1e7, p = 1..3: "
-                                             f"{limit_error:.1e} (<= 1e-5); N = {N}, {M} memories per point")
+        z, paper_ratio, text = _scaling_sweep(profile, _relu_kernel(p),
+                                              functools.partial(snr.snr_inv_relu_power_unconditional, p=p),
+                                              [(N, d_k) for d_k in grid], "d_k", p, M, d_v, (21, p))
+        worst, worst_paper = max(worst, z), max(worst_paper, paper_ratio)
+        parts.append(text)
+    values = [(snr.snr_inv_relu_power_scaling(n, d_k, p), Fraction(_odd_double_factorial(p) * n, 2 * d_k**p))
+              for n in (32, 1024) for d_k in (64, 128) for p in RELU_POWERS]
+    values += [(snr.snr_inv_relu_scaling(n, d_k), Fraction(n, 2 * d_k)) for n in (32, 1024) for d_k in (64, 128)]
+    transcribed = _paper_law_transcribed(values)
+    passed = worst <= Z and worst_paper <= 1 and transcribed
+    return Outcome(measured=worst, bound=Z, passed=bool(passed),
+                   detail="; ".join(parts) + f"; SNR.13 and SNR.15 (p = 1..3) equal (2p-1)!! N/(2 d_k^p) exactly: "
+                                             f"{transcribed}; N = {N}, {M} memories per point")
+
+
+def _odd_double_factorial(p: int) -> int:
+    """(2p - 1)!! = 1 * 3 * ... * (2p - 1), written here (not the spec's) for the transcription check."""
+    return math.prod(range(1, 2 * p, 2))
 
 
 # --- C3: exp kernel
@@ -285,39 +318,70 @@ def _exp_closed_forms(profile: Profile) -> Outcome:
 
 EPS = 0.01
 """Target SNR^-1 of the required-dimension check."""
+ROOT_BRACKET = 1e-12
+"""C4 certifies each solved d_k to this relative accuracy: the spec solves in float64 (closed forms, or bisection to
+4 ulps for SNR.25), so its roots are within ~1e-15 relative of the exact ones; 1e-12 leaves 3 digits to spare."""
+
+
+def _mean_snr_inv(form: str, N: int, d: Any) -> Any:
+    """E_{k_i} SNR^-1 at key dimension d (an interval), written here from the closed forms SNR.7 and SNR.19.
+
+    "linear": (N - 1)/(d - 2); "tau=2": (N - 1) 2^(-d/2); "tau=sqrt(d)": (N - 1)(1 + 4/sqrt(d) - 4/d)^(-d/2).
+    Each decreases in d on the range the spec solves over (d > 2, every d, d >= 1).
+    """
+    if form == "linear":
+        return (N - 1) / (d - 2)
+    if form == "tau=2":
+        return (N - 1) * iv.exp(-d / 2 * iv.log(2))
+    return (N - 1) * iv.exp(-d / 2 * iv.log(1 + 4 / iv.sqrt(d) - 4 / d))
+
+
+def _certified_root(form: str, N: int, d: float) -> bool:
+    """True when the exact root of E SNR^-1(d) = eps provably lies in [d (1 - ROOT_BRACKET), d (1 + ROOT_BRACKET)].
+
+    Interval evaluation at both ends: E SNR^-1 - eps > 0 at the low end and < 0 at the high end, so the continuous,
+    decreasing function crosses eps exactly once in between.
+    """
+    low, high = iv.mpf(d) * (1 - iv.mpf(ROOT_BRACKET)), iv.mpf(d) * (1 + iv.mpf(ROOT_BRACKET))
+    return (_mean_snr_inv(form, N, low) > EPS) is True and (_mean_snr_inv(form, N, high) < EPS) is True
 
 
 def _required_dimension(profile: Profile) -> Outcome:
-    """C4: d_k for E SNR^-1 <= eps: linear grows like N (log-log slope 1), exp at tau = sqrt(d_k) like log^2 N."""
+    """C4: every solved d_k is certified as the root of its defining equation, and sqrt(d_k) - L/2 in [1, 3].
+
+    With L = ln((N - 1)/eps), the exp kernel at tau = sqrt(d_k) needs L/2 + 1 <= sqrt(d_k) <= L/2 + 3, so
+    d_k = Theta(ln^2 N), O(log^2 N) with d_k / L^2 -> 1/4. Lower bound, for every N: ln(1 + x) <= x turns
+    L = (d/2) ln(1 + 4/sqrt(d) - 4/d) into L <= 2 sqrt(d) - 2. Upper bound: sqrt(d) = L/2 + 3 - 56/(3L) + O(L^-2)
+    (docs/derivations/snr.md), below L/2 + 3 for large L; certified here on the grid N = 2^4..2^40. The linear kernel
+    needs exactly d_k = 2 + (N - 1)/eps (O(N)) and the exp kernel at tau = 2 d_k = 2 log2((N - 1)/eps) (O(log N)):
+    the certified roots are those values.
+    """
     exponents = np.arange(4, 41, 1 if profile.samples == 1 else 0.25)
     Ns = [int(2**e) for e in exponents]
-    log_N = np.log(Ns)
-    linear = np.array([snr.required_dk_linear_exact(N, EPS) for N in Ns])
-    exp_sqrt = np.array([snr.required_dk_exp_sqrt_exact(N, EPS) for N in Ns])
-    exp_two = np.array([snr.required_dk_exp_tau2_exact(N, EPS) for N in Ns])
-    linear_slope = float(np.polyfit(log_N, np.log(linear), 1)[0])
-    sqrt_slope = float(np.polyfit(log_N, np.sqrt(exp_sqrt), 1)[0])
-    sqrt_residual = np.sqrt(exp_sqrt) - np.polyval(np.polyfit(log_N, np.sqrt(exp_sqrt), 1), log_N)
-    r_squared = 1 - float(np.sum(sqrt_residual**2) / np.sum((np.sqrt(exp_sqrt) - np.sqrt(exp_sqrt).mean()) ** 2))
-    leading = float(np.polyfit(log_N, exp_sqrt, 2)[0])
-    tail_slope = float(np.polyfit(log_N[-9:], np.log(exp_sqrt[-9:]), 1)[0])
-    tau2_slope = float(np.polyfit(log_N, exp_two, 1)[0])
-    # The solved dimensions must meet the target: the closed forms evaluated at them equal eps.
-    roots = [snr.snr_inv_exp_unconditional(N, d, math.sqrt(d)) / EPS for N, d in zip(Ns, exp_sqrt, strict=True)]
-    roots += [snr.snr_inv_linear_unconditional(N, d) / EPS for N, d in zip(Ns, linear, strict=True)]
-    roots += [snr.snr_inv_exp_unconditional(N, d, 2.0) / EPS for N, d in zip(Ns, exp_two, strict=True)]
-    root_error = max(abs(r - 1) for r in roots)
-    paper_offset = math.sqrt(exp_sqrt[-1]) - math.sqrt(snr.required_dk_exp_sqrt(Ns[-1], EPS))
-    measured = abs(sqrt_slope - 0.5)
-    passed = (measured <= 0.05 and abs(linear_slope - 1) <= 0.01 and r_squared >= 0.999 and tail_slope <= 0.15
-              and root_error <= 1e-9)
-    detail = (f"N = 2^4..2^40, eps = {EPS}: linear log-log slope {linear_slope:.4f} (|.-1| <= 0.01); exp tau = "
-              f"sqrt(d_k): slope of sqrt(d_k) on ln N {sqrt_slope:.4f} (|.-0.5| <= 0.05), R^2 of that fit "
-              f"{r_squared:.5f} (>= 0.999), quadratic fit of d_k in ln N: leading coefficient {leading:.3f} (1/4 "
-              f"asymptotically), log-log slope over the last decade {tail_slope:.3f} (<= 0.15); exp tau = 2:"
-              f" d_k per nat of N {tau2_slope:.3f} (2/ln 2 = {2 / math.log(2):.3f}); closed forms at the solved d_k "
-              f"equal eps to {root_error:.1e} (<= 1e-9); sqrt(exact) - sqrt(paper SNR.21) at 2^40: {paper_offset:.2f}")
-    return Outcome(measured=measured, bound=0.05, passed=bool(passed), detail=detail)
+    solvers = {"linear": snr.required_dk_linear_exact, "tau=2": snr.required_dk_exp_tau2_exact,
+               "tau=sqrt(d)": snr.required_dk_exp_sqrt_exact}
+    uncertified: list[str] = []
+    offsets = []
+    with precision.workdps(profile.dps):
+        for N in Ns:
+            for form, solve in solvers.items():
+                d = float(solve(N, EPS))
+                if not _certified_root(form, N, d):
+                    uncertified.append(f"{form} at N = {N}: {d:.6g}")
+                if form == "tau=sqrt(d)":
+                    # sqrt(d_k) - L/2 at the certified root's bracket, as an interval
+                    offsets.append(iv.sqrt(iv.mpf(d) * (1 + iv.mpf([-ROOT_BRACKET, ROOT_BRACKET])))
+                                   - iv.log(iv.mpf(N - 1) / EPS) / 2)
+    lowest = min(float(mpmath.mpf(x.a)) for x in offsets)
+    highest = max(float(mpmath.mpf(x.b)) for x in offsets)
+    passed = not uncertified and lowest >= 1 and highest <= 3
+    detail = (f"N = 2^4..2^40 ({len(Ns)} values), eps = {EPS}: {3 * len(Ns) - len(uncertified)} of {3 * len(Ns)} "
+              f"solved d_k certified as roots of E SNR^-1 = eps to {ROOT_BRACKET:g} relative (interval arithmetic at "
+              f"{profile.dps} digits{'; NOT: ' + ', '.join(uncertified[:3]) if uncertified else ''}); exp at "
+              f"tau = sqrt(d_k): sqrt(d_k) - L/2 in [{lowest:.4f}, {highest:.4f}] (must lie in [1, 3], "
+              f"L = ln((N - 1)/eps)), d_k at 2^40 = {snr.required_dk_exp_sqrt_exact(Ns[-1], EPS):.1f} against "
+              f"linear {snr.required_dk_linear_exact(Ns[-1], EPS):.3g}")
+    return Outcome(measured=highest, bound=3.0, passed=bool(passed), detail=detail)
 
 
 # --- figures
@@ -405,26 +469,32 @@ CHECKS = (
                          "with ||v_i||^2 in the ratio: closed forms inside the Monte Carlo 4-se interval and equal to "
                          "mpmath quadrature",
           provenance="derived",
+          evidence="proved",
           spec_functions=("spec.snr.snr_inv_linear_conditional", "spec.snr.snr_inv_linear_unconditional",
                           "spec.snr.snr_inv_linear_unconditional_ratio", "spec.snr_estimators.monte_carlo_snr_inv",
                           "spec.snr_estimators.monte_carlo_snr_inv_unconditional", *_SNR_FUNCTIONS),
           run=_linear_closed_forms),
     Check(id="C1b", claim="Linear kernel SNR^-1 ~ N/d_k: Monte Carlo log-log slopes in N and d_k equal the exact "
-                          "form's within 4 se, and exact/(N/d_k) -> 1",
+                          "form's within 4 se and the paper's exponents within 4 se plus the derived finite-size bias; "
+                          "SNR.6 is N/d_k",
           provenance="paper",
+          evidence="measured",
           spec_functions=("spec.snr.snr_inv_linear_scaling", "spec.snr.snr_inv_linear_unconditional",
                           "spec.snr_estimators.monte_carlo_snr_inv_unconditional"),
           run=_linear_scaling),
     Check(id="C2", claim="ReLU^p SNR^-1 = (N-1)(2p-1)!!/(2||k_i||^{2p}) given k_i and (N-1)(2p-1)!!/2 prod 1/(d_k-2m) "
                          "averaged, p = 1, 2, 3: inside the Monte Carlo interval and equal to quadrature",
           provenance="derived",
+          evidence="proved",
           spec_functions=("spec.snr.snr_inv_relu_conditional", "spec.snr.snr_inv_relu_power_conditional",
                           "spec.snr.snr_inv_relu_power_unconditional", "spec.snr_estimators.monte_carlo_snr_inv",
                           "spec.snr_estimators.monte_carlo_snr_inv_unconditional", *_SNR_FUNCTIONS),
           run=_relu_closed_forms),
     Check(id="C2b", claim="ReLU^p SNR^-1 ~ (2p-1)!! N/(2 d_k^p): Monte Carlo slopes in d_k (p = 1, 2) equal the exact "
-                          "form's within 4 se, and exact/paper -> 1 (p = 1, 2, 3)",
+                          "form's within 4 se and -p within 4 se plus the derived finite-size bias; SNR.13/SNR.15 are "
+                          "that formula (p = 1, 2, 3)",
           provenance="derived",
+          evidence="measured",
           spec_functions=("spec.snr.snr_inv_relu_scaling", "spec.snr.snr_inv_relu_power_scaling",
                           "spec.snr.snr_inv_relu_power_unconditional",
                           "spec.snr_estimators.monte_carlo_snr_inv_unconditional"),
@@ -433,14 +503,16 @@ CHECKS = (
                          "tau^-1))^{-d_k/2} averaged, tau in {1, 2, sqrt(d_k)}: inside the importance-sampling "
                          "interval and equal to quadrature",
           provenance="reconstructed",
+          evidence="proved",
           spec_functions=("spec.snr.snr_inv_exp_conditional", "spec.snr.snr_inv_exp_unconditional",
                           "spec.snr_estimators.importance_snr_inv_exp",
                           "spec.snr_estimators.importance_snr_inv_exp_unconditional", *_SNR_FUNCTIONS),
           run=_exp_closed_forms),
-    Check(id="C4", claim="Feature dimension for E SNR^-1 <= eps: linear O(N) (log-log slope 1), exp at tau = "
-                         "sqrt(d_k) O(log^2 N) (sqrt(d_k) linear in ln N with slope 1/2), from the exact averaged "
-                         "forms",
+    Check(id="C4", claim="Feature dimension for E SNR^-1 <= eps: linear d_k = 2 + (N-1)/eps, O(N); exp at tau = "
+                         "sqrt(d_k) L/2 + 1 <= sqrt(d_k) <= L/2 + 3 with L = ln((N-1)/eps), O(log^2 N); every solved "
+                         "d_k certified as the root of its defining equation, N = 2^4..2^40",
           provenance="paper",
+          evidence="proved",
           spec_functions=("spec.snr.required_dk_linear_exact", "spec.snr.required_dk_exp_sqrt_exact",
                           "spec.snr.required_dk_exp_tau2_exact", "spec.snr.required_dk_exp_sqrt",
                           "spec.snr.snr_inv_exp_unconditional", "spec.snr.snr_inv_linear_unconditional"),

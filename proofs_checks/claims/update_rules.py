@@ -4,15 +4,13 @@
 - C9   softmax attention equals SGD with step 1/t on the normalised memory (Sbar_t = S_t / t, same outputs).
 - C9b  the newest token's softmax weight is Theta(1/t): t w_t stays inside [e^{-2 R_k R_q / tau}, e^{2 R_k R_q / tau}].
 - C10  for an i.i.d. Gaussian context o_t(q) converges to its closed-form limit at rate t^{-1/2} (fitted slope).
-- C10b ... with the closed-form constant: t E||o_t(q) - lim||^2 -> C (Monte Carlo mean within 4 standard errors).
+- C10b ... with the closed-form constant: t E||o_t(q) - lim||^2 -> C (Monte Carlo, extrapolated in 1/t, within 4
+  standard errors).
 - C11  every update rule's recurrent form equals its parallel and chunked forms (every chunk size, initial state).
 
-Identity checks (C5, C9, C11) run the precision-generic spec at ``profile.dps`` digits. Error model: each form is a
-backward-stable sequence of O(T^2) operations on numbers of size at most the largest output, and the solve-based
-forms are amplified by the condition number of their unit lower-triangular system, so two forms differ by at most
-c * T^2 * cond_inf * max(1, max|output|) * 10^-dps; we take c = 10 (as the DeltaFormer checks do) and report the
-worst relative difference divided by 10 T^2 cond_inf 10^-dps against 1. A float64 contamination would show as a
-ratio near 10^(dps - 16), a wrong rule as a ratio near 10^dps.
+Identity checks (C5, C9, C11) run the certified oracle: the spec on interval inputs (``spec.precision.to_interval``)
+at ``profile.dps`` digits, with the enclosures compared rigorously (``proofs_checks.claims.enclosures``): disjoint
+enclosures certify that two forms differ, overlapping ones bound how far apart the exact forms can be.
 """
 
 from __future__ import annotations
@@ -21,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mpmath
 import numpy as np
 
 from proofs_checks.claims.declaration import Check, Figure, Outcome, Profile
+from proofs_checks.claims.enclosures import NOTHING, agreement, enclosure_outcome
 from spec import kernels, precision
 from spec import updates as upd
 from spec._types import F64, Array
@@ -35,74 +33,53 @@ _SIZES = ((1, 2, 2), (5, 3, 2), (8, 3, 2), (13, 4, 3))
 """(T, d_k, d_v) of the small problems the identities are evaluated on."""
 
 
-def _max_abs(x: Array) -> mpmath.mpf:
-    return max((abs(value) for value in np.asarray(x).flat), default=mpmath.mpf(0))
-
-
-def _cond_inf(M: Array) -> mpmath.mpf:
-    inverse = precision.solve(M, precision.eye(M.shape[0], M))
-    return _max_abs(np.abs(M).sum(axis=1)) * _max_abs(np.abs(inverse).sum(axis=1))
-
-
-def _delta_system(k: Array, beta: Array, a: Array | None = None) -> Array:
-    """I + diag(beta)(tril(K K^T, -1) ⊙ Γ): the unit lower-triangular system the delta-rule solves invert."""
-    T = k.shape[0]
-    gram = np.tril(k @ k.T, -1)
-    if a is not None:
-        log_a = precision.log(a)
-        b = np.cumsum(log_a)
-        gram = gram * np.tril(precision.exp(np.tril(b[:, None] - b[None, :])))
-    system: Array = precision.eye(T, k) + beta[:, None] * gram
-    return system
-
-
 def _unit_rows(x: F64) -> F64:
     out: F64 = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
 
-def _relative_gap(x: Array, y: Array, size: mpmath.mpf) -> mpmath.mpf:
-    return _max_abs(x - y) / max(size, mpmath.mpf(1))
+def _intervals(*arrays: F64) -> tuple[Array, ...]:
+    return tuple(precision.to_interval(x) for x in arrays)
+
+
+def _root(d: int, like: Array) -> Any:
+    """An enclosure of sqrt(d) (a temperature tau = sqrt(d_k))."""
+    return precision.sqrt(np.array([precision.scalar(d, like)]))[0]
 
 
 # ------------------------------------------------------------------------------------------------------------- C11
 
 
 def _rule_pairs(rng: np.random.Generator, T: int, d_k: int, d_v: int
-                ) -> list[tuple[str, tuple[Array, Any], list[tuple[Array, Any]], Array | None]]:
-    """For each rule: (name, recurrent (o, state), [parallel and chunked (o, state)], system matrix or None)."""
-    q = precision.to_mp(rng.standard_normal((T, d_k)))
-    k = precision.to_mp(_unit_rows(rng.standard_normal((T, d_k))))
-    v = precision.to_mp(rng.standard_normal((T, d_v)))
-    S0 = precision.to_mp(rng.standard_normal((d_v, d_k)))
-    a = precision.to_mp(rng.uniform(0.5, 1.0, T))
-    beta = precision.to_mp(rng.uniform(0.05, 1.95, T))
+                ) -> list[tuple[str, tuple[Array, Any], list[tuple[Array, Any]]]]:
+    """For each rule: (name, recurrent (o, state), [parallel and chunked (o, state)]), on intervals."""
+    q, k, v, S0 = _intervals(rng.standard_normal((T, d_k)), _unit_rows(rng.standard_normal((T, d_k))),
+                             rng.standard_normal((T, d_v)), rng.standard_normal((d_v, d_k)))
+    a, beta = _intervals(rng.uniform(0.5, 1.0, T), rng.uniform(0.05, 1.95, T))
     chunks = range(1, T + 1)
-    pairs: list[tuple[str, tuple[Array, Any], list[tuple[Array, Any]], Array | None]] = [
+    pairs: list[tuple[str, tuple[Array, Any], list[tuple[Array, Any]]]] = [
         ("linear attention", upd.linear_attention_recurrent(q, k, v, S0),
-         [upd.linear_attention_parallel(q, k, v, S0)], None),
+         [upd.linear_attention_parallel(q, k, v, S0)]),
         ("gated linear attention", upd.gated_linear_attention_recurrent(q, k, v, a, S0),
-         [upd.gated_linear_attention_parallel(q, k, v, a, S0)], None),
+         [upd.gated_linear_attention_parallel(q, k, v, a, S0)]),
         ("DeltaNet", upd.deltanet_recurrent(q, k, v, beta, S0),
          [upd.deltanet_parallel(q, k, v, beta, S0)]
-         + [upd.deltanet_chunked(q, k, v, beta, S0, chunk_size=c) for c in chunks], _delta_system(k, beta)),
+         + [upd.deltanet_chunked(q, k, v, beta, S0, chunk_size=c) for c in chunks]),
         ("Gated DeltaNet", upd.gated_deltanet_recurrent(q, k, v, a, beta, S0),
          [upd.gated_deltanet_parallel(q, k, v, a, beta, S0)]
-         + [upd.gated_deltanet_chunked(q, k, v, a, beta, S0, chunk_size=c) for c in chunks],
-         _delta_system(k, beta, a)),
+         + [upd.gated_deltanet_chunked(q, k, v, a, beta, S0, chunk_size=c) for c in chunks]),
         ("Longhorn", upd.longhorn_recurrent(q, k, v, beta, S0),
          [upd.longhorn_parallel(q, k, v, beta, S0)]
-         + [upd.longhorn_chunked(q, k, v, beta, S0, chunk_size=c) for c in chunks],
-         _delta_system(k, beta / (1 + beta))),  # ||k|| = 1, so e = beta / (1 + beta)
+         + [upd.longhorn_chunked(q, k, v, beta, S0, chunk_size=c) for c in chunks]),
     ]
     phi_q, phi_k = kernels.polynomial_feature_map(q, 2), kernels.polynomial_feature_map(k, 2)
-    state0 = (precision.to_mp(rng.uniform(0, 1, (d_v, d_k**2))), precision.to_mp(rng.uniform(0, 1, d_k**2)))
+    state0 = _intervals(rng.uniform(0, 1, (d_v, d_k**2)), rng.uniform(0, 1, d_k**2))
     pairs.append(("normalised kernel memory", upd.normalised_kernel_memory_recurrent(phi_q, phi_k, v, state0),
-                  [upd.normalised_kernel_memory_parallel(phi_q, phi_k, v, state0)], None))
-    tau = mpmath.sqrt(d_k)
+                  [upd.normalised_kernel_memory_parallel(phi_q, phi_k, v, state0)]))
+    tau = _root(d_k, q)
     cache = (k[:2] * 2, v[:2])
     pairs.append(("softmax attention", upd.softmax_attention_recurrent(q, k, v, tau, cache),
-                  [upd.softmax_attention_parallel(q, k, v, tau, cache)], None))
+                  [upd.softmax_attention_parallel(q, k, v, tau, cache)]))
     return pairs
 
 
@@ -111,29 +88,22 @@ def _state_parts(state: Any) -> list[Array]:
 
 
 def _recurrent_equals_parallel(profile: Profile) -> Outcome:
-    """C11: max over rules and sizes of |parallel/chunked - recurrent| (outputs and final state), relative."""
+    """C11: every rule's parallel and chunked forms against its recurrent form (outputs and final state)."""
     rng = np.random.default_rng(profile.seed + 11)
-    worst = mpmath.mpf(0)
+    found = NOTHING
     worst_rule = ""
-    comparisons = 0
     with precision.workdps(profile.dps):
         for T, d_k, d_v in _SIZES:
-            for name, (o, state), others, system in _rule_pairs(rng, T, d_k, d_v):
-                cond = _cond_inf(system) if system is not None else mpmath.mpf(1)
-                bound = 10 * T**2 * cond * mpmath.mpf(10) ** (-profile.dps)
+            for name, (o, state), others in _rule_pairs(rng, T, d_k, d_v):
                 parts = [o, *_state_parts(state)]
-                size = max(_max_abs(x) for x in parts)
                 for o_other, state_other in others:
                     for x, y in zip(parts, [o_other, *_state_parts(state_other)], strict=True):
-                        ratio = _relative_gap(x, y, size) / bound
-                        comparisons += 1
-                        if ratio > worst:
-                            worst, worst_rule = ratio, name
-    return Outcome(measured=float(worst), bound=1.0, passed=bool(worst <= 1),
-                   detail=f"{comparisons} (form, output/state) comparisons, 7 rules, T in "
-                          f"{[s[0] for s in _SIZES]}, every chunk size 1..T, initial state nonzero, at "
-                          f"{profile.dps} digits; measured = worst relative gap / (10 T^2 cond 10^-dps)"
-                          f" ({worst_rule or 'all exact'})")
+                        comparison = agreement(y, x, scale=x)
+                        if comparison.relative_gap > found.relative_gap or comparison.disjoint:
+                            worst_rule = name
+                        found = found.combine(comparison)
+    return enclosure_outcome(found, profile, f"7 rules, T in {[s[0] for s in _SIZES]}, every chunk size 1..T, "
+                                              f"initial state nonzero (worst: {worst_rule})")
 
 
 # ------------------------------------------------------------------------------------------------------------- C5
@@ -142,7 +112,7 @@ def _recurrent_equals_parallel(profile: Profile) -> Outcome:
 def _kernelised_deltanet(profile: Profile) -> Outcome:
     """C5: the state form S_t = S_{t-1} - beta_t (S_{t-1} phi_t - v_t) phi_t^T equals the u-form, o and S_T."""
     rng = np.random.default_rng(profile.seed + 5)
-    worst = mpmath.mpf(0)
+    found = NOTHING
     cases = 0
     feature_maps: list[tuple[str, Callable[[Array], Array], Callable[[Array, Array], Array]]] = [
         ("linear", kernels.linear_feature_map, kernels.linear_kernel),
@@ -152,49 +122,49 @@ def _kernelised_deltanet(profile: Profile) -> Outcome:
     with precision.workdps(profile.dps):
         for T, d_k, d_v in _SIZES:
             for _, phi, kappa in feature_maps:
-                q = precision.to_mp(rng.standard_normal((T, d_k)))
-                k = precision.to_mp(_unit_rows(rng.standard_normal((T, d_k))))
-                v = precision.to_mp(rng.standard_normal((T, d_v)))
-                beta = precision.to_mp(rng.uniform(-0.5, 1.95, T))
+                q, k, v, beta = _intervals(rng.standard_normal((T, d_k)), _unit_rows(rng.standard_normal((T, d_k))),
+                                           rng.standard_normal((T, d_v)), rng.uniform(-0.5, 1.95, T))
                 o_state, S_T = upd.kernel_deltanet_state_recurrent(phi(q), phi(k), v, beta)
                 o_u, U = upd.kernel_deltanet_u_form(q, k, v, beta, kappa)
-                system = precision.eye(T, v) + beta[:, None] * np.tril(kappa(k, k), -1)
-                bound = 10 * T**2 * _cond_inf(system) * mpmath.mpf(10) ** (-profile.dps)
                 S_from_u = U.T @ phi(k)  # S_T = sum_i u_i phi(k_i)^T
-                size = max(_max_abs(o_state), _max_abs(S_T))
-                worst = max(worst, _relative_gap(o_state, o_u, size) / bound,
-                            _relative_gap(S_T, S_from_u, size) / bound)
+                found = found.combine(agreement(o_u, o_state)).combine(agreement(S_from_u, S_T))
                 cases += 1
-    return Outcome(measured=float(worst), bound=1.0, passed=bool(worst <= 1),
-                   detail=f"{cases} problems (linear, (x^T y)^2, (x^T y)^3 kernels; T in {[s[0] for s in _SIZES]}; "
-                          f"beta in (-0.5, 1.95)) at {profile.dps} digits; outputs and S_T = sum u_i phi(k_i)^T; "
-                          f"measured = worst relative gap / (10 T^2 cond 10^-dps)")
+    return enclosure_outcome(found, profile, f"{cases} problems (linear, (x^T y)^2, (x^T y)^3 kernels; T in "
+                                              f"{[s[0] for s in _SIZES]}; beta in (-0.5, 1.95)): outputs and "
+                                              "S_T = sum u_i phi(k_i)^T")
 
 
 # ------------------------------------------------------------------------------------------------------------- C9
 
 
 def _softmax_is_sgd(profile: Profile) -> Outcome:
-    """C9: the SGD recursion with step 1/t gives the softmax outputs and Sbar_t = S_t / t (every c_{t,i} = 1/t)."""
+    """C9: the SGD recursion with step 1/t gives Sbar_t = S_t / t and the causal softmax outputs.
+
+    The outputs alone cannot tell: any uniform coefficients (S_t, S_t / (t + 1), ...) give the same normalised read.
+    So the memory itself is compared, through what it returns for every query q_s: the SGD state's unnormalised
+    read Sbar_t phi(q) = sum_i c_i v_i kappa(k_i, q) and normaliser zbar_t^T phi(q) = sum_i c_i kappa(k_i, q),
+    against S_t phi(q) / t and z_t^T phi(q) / t computed here directly from the tokens (kappa = exp(k^T q / tau)).
+    """
     rng = np.random.default_rng(profile.seed + 9)
-    worst = mpmath.mpf(0)
+    found = NOTHING
     with precision.workdps(profile.dps):
         for T, d_k, d_v in _SIZES:
-            q, k = (precision.to_mp(x) for x in rng.standard_normal((2, T, d_k)))
-            v = precision.to_mp(rng.standard_normal((T, d_v)))
-            tau = mpmath.sqrt(d_k)
+            q, k, v = _intervals(*rng.standard_normal((2, T, d_k)), rng.standard_normal((T, d_v)))
+            tau = _root(d_k, q)
             o_softmax, _ = upd.softmax_attention_parallel(q, k, v, tau)
             K, V, c = k[:0], v[:0], precision.zeros((0,), v)
-            bound = 10 * T**2 * mpmath.mpf(10) ** (-profile.dps)
+            kappa = precision.exp((k @ q.T) / tau)  # kappa[i, s] = kappa(k_i, q_s)
             for t in range(1, T + 1):
                 K, V, c = upd.softmax_sgd_step(K, V, c, k[t - 1], v[t - 1])
                 o_t = upd.softmax_sgd_read(K, V, c, q[t - 1], tau)
-                gap_o = _relative_gap(o_t, o_softmax[t - 1], _max_abs(v))
-                gap_c = _max_abs(c * t - 1)  # Sbar_t = S_t / t  <=>  every coefficient is 1/t
-                worst = max(worst, gap_o / bound, gap_c / bound)
-    return Outcome(measured=float(worst), bound=1.0, passed=bool(worst <= 1),
-                   detail=f"T in {[s[0] for s in _SIZES]}, tau = sqrt(d_k), at {profile.dps} digits; measured = "
-                          f"max(|o_sgd - o_softmax| / max|v|, max_i |t c_(t,i) - 1|) / (10 T^2 10^-dps)")
+                found = found.combine(agreement(o_t, o_softmax[t - 1]))
+                read = (c[:, None] * kappa[:t]).T @ V  # Sbar_t phi(q_s) for every s, [T, d_v]
+                direct = (kappa[:t].T @ v[:t]) / t  # S_t phi(q_s) / t
+                found = found.combine(agreement(read, direct))
+                found = found.combine(agreement(c @ kappa[:t], kappa[:t].sum(axis=0) / t))
+    return enclosure_outcome(found, profile, f"T in {[s[0] for s in _SIZES]}, tau = sqrt(d_k), after every step: "
+                                              "outputs against causal softmax, Sbar_t phi(q) and zbar_t^T phi(q) "
+                                              "against S_t phi(q) / t and z_t^T phi(q) / t for every query")
 
 
 def _newest_weights(q_rows: Array, k: Array, tau: float) -> F64:
@@ -233,7 +203,11 @@ def _newest_weight_theta(profile: Profile) -> Outcome:
     random_low = min(float(c.min()) for c in curves)
     highest, lowest = max(float(high), random_high), min(float(low), random_low)
     expected_high = T * np.e / ((T - 1) / np.e + np.e)
-    passed = lower <= lowest and highest <= upper and abs(high - expected_high) <= 1e-12 * expected_high
+    # The adversarial stream's t w_t is computed in float64 through T coefficient updates (each a relative rounding
+    # of at most 2 u_64) and one softmax: relative error below (2 T + 8) u_64 ~ 7e-13 at T = 1500, under 1e-12
+    # (at T = 3000, 1.3e-12: the thorough profile allows 2e-12).
+    allowance = 1e-12 * T / 1500
+    passed = lower <= lowest and highest <= upper and abs(high - expected_high) <= allowance * expected_high
     return Outcome(measured=highest, bound=upper, passed=bool(passed),
                    detail=f"T = {T}, d = {d}, R_k = R_q = tau = 1: max_t t w_t = {highest:.4f} <= e^2 = {upper:.4f}, "
                           f"min_t t w_t = {lowest:.4f} >= e^-2 = {lower:.4f}; {streams} random streams in the ball "
@@ -302,25 +276,25 @@ def _convergence_rate(profile: Profile) -> Outcome:
                           f"{ts[-1] * rms[-1] ** 2 / constant:.3f} (closed-form constant C = {constant:.3f})")
 
 
-_CONSTANT_BIAS_ALLOWANCE = 0.05
-"""C10b: the delta method's O(1/t) corrections at t >= 2000; the measured bias over seeds was about -0.02."""
-
-
 def _convergence_constant(profile: Profile) -> Outcome:
-    """C10b: t E||o_t(q) - lim||^2 / C -> 1 with C closed form (UPD.10b), averaged over the 4 largest t.
+    """C10b: t E||o_t(q) - lim||^2 / C -> 1 with C closed form (UPD.10b), corrected for the O(1/t) term.
 
-    Per context, x = mean over the 4 largest t of t ||o_t - lim||^2 / C; the estimate is the mean of x over the
-    contexts with its standard error. Pass if |estimate - 1| <= 4 standard errors + 0.05 (the O(1/t) corrections).
+    o_t is a ratio of sample means, so the delta method gives E||o_t - lim||^2 = C/t + D/t^2 + O(t^-3) for some
+    constant D: t MSE / C = 1 + (D/C)/t + O(t^-2). Per context, a least-squares fit of t ||o_t - lim||^2 / C on
+    1/t over the 13 values of t has an intercept whose mean over contexts estimates 1 with no O(1/t) bias (and no
+    allowance for it); the contexts are independent, so the spread of the intercepts gives an honest standard
+    error. Pass if |estimate - 1| <= 4 standard errors.
     """
     ts, squared, constant = _squared_errors(profile)
-    per_context = (ts[-4:] * squared[:, -4:] / constant).mean(axis=1)
-    estimate = float(per_context.mean())
-    standard_error = float(per_context.std(ddof=1) / np.sqrt(len(per_context)))
-    bound = 4 * standard_error + _CONSTANT_BIAS_ALLOWANCE
+    design = np.stack([np.ones_like(ts), 1 / ts], axis=1)
+    intercepts = np.linalg.lstsq(design, (ts * squared / constant).T, rcond=None)[0][0]
+    estimate = float(intercepts.mean())
+    standard_error = float(intercepts.std(ddof=1) / np.sqrt(len(intercepts)))
+    bound = 4 * standard_error
     return Outcome(measured=abs(estimate - 1), bound=bound, passed=abs(estimate - 1) <= bound,
-                   detail=f"t MSE / C = {estimate:.3f} +- {standard_error:.3f} (1 s.e.) over {len(per_context)} "
-                          f"contexts at t in [{int(ts[-4])}, {int(ts[-1])}]; C = {constant:.3f}; pass: "
-                          f"|estimate - 1| <= 4 s.e. + {_CONSTANT_BIAS_ALLOWANCE}")
+                   detail=f"t MSE / C extrapolated to 1/t = 0: {estimate:.3f} +- {standard_error:.3f} (1 s.e.) over "
+                          f"{len(intercepts)} contexts, t in [{int(ts[0])}, {int(ts[-1])}]; C = {constant:.3f}; pass: "
+                          "|estimate - 1| <= 4 s.e.")
 
 
 def _render_convergence(profile: Profile, path: Path) -> None:
@@ -345,38 +319,47 @@ def _render_convergence(profile: Profile, path: Path) -> None:
 
 CHECKS = (
     Check(id="C5", claim="kernelised DeltaNet: the state form S_t = S_{t-1} - beta_t (S_{t-1} phi_t - v_t) phi_t^T "
-                         "equals the u-form (outputs and S_T), linear and polynomial kernels, at high precision",
+                         "equals the u-form (outputs and S_T), linear and polynomial kernels, certified by interval "
+                         "enclosures",
           provenance="derived",
+          evidence="proved",
           spec_functions=("spec.updates.kernel_deltanet_state_recurrent", "spec.updates.kernel_deltanet_step",
                           "spec.updates.kernel_deltanet_u_form"),
           run=_kernelised_deltanet),
     Check(id="C9", claim="softmax attention = SGD with step 1/t: Sbar_t = (1 - 1/t) Sbar_{t-1} + (1/t) v_t phi_t^T "
-                         "has every coefficient 1/t (Sbar_t = S_t / t) and the causal softmax outputs",
+                         "is S_t / t (its reads equal S_t phi(q) / t and z_t^T phi(q) / t) and gives the causal "
+                         "softmax outputs, certified by interval enclosures",
           provenance="derived",
+          evidence="proved",
           spec_functions=("spec.updates.softmax_sgd_step", "spec.updates.softmax_sgd_read",
                           "spec.updates.softmax_sgd_weights", "spec.updates.softmax_attention_parallel"),
           run=_softmax_is_sgd),
     Check(id="C9b", claim="the newest token's weight is Theta(1/t): e^-2 <= t w_t <= e^2 for keys and queries in "
                           "the unit ball (tau = 1), measured over random and adversarial streams",
           provenance="derived",
+          evidence="measured",
           spec_functions=("spec.updates.softmax_sgd_step", "spec.updates.softmax_sgd_weights",
                           "spec.updates.softmax_newest_weight_bounds"),
           run=_newest_weight_theta),
     Check(id="C10", claim="for an i.i.d. Gaussian context o_t(q) -> A (mu + Sigma q / tau) + b at rate t^-1/2: "
                           "fitted log-log slope of the RMS error within 0.1 of -1/2",
           provenance="derived",
+          evidence="measured",
           spec_functions=("spec.updates.softmax_fixed_query_outputs", "spec.updates.softmax_infinite_context_limit",
                           "spec.updates.softmax_convergence_constant"),
           run=_convergence_rate),
     Check(id="C10b", claim="the t^-1/2 rate has the closed-form constant: t E||o_t(q) - lim||^2 -> "
                            "C = e^(q^T Sigma q / tau^2)(||A Sigma q / tau||^2 + tr(A Sigma A^T) + d_v s^2)",
           provenance="derived",
+          evidence="measured",
           spec_functions=("spec.updates.softmax_fixed_query_outputs", "spec.updates.softmax_infinite_context_limit",
                           "spec.updates.softmax_convergence_constant"),
           run=_convergence_constant),
     Check(id="C11", claim="every update rule (linear, gated linear, DeltaNet, Gated DeltaNet, Longhorn, normalised "
-                          "kernel memory, softmax): recurrent form = parallel form = chunked form (all chunk sizes)",
+                          "kernel memory, softmax): recurrent form = parallel form = chunked form (all chunk sizes), "
+                          "certified by interval enclosures",
           provenance="derived",
+          evidence="proved",
           spec_functions=tuple(f"spec.updates.{name}" for name in upd.__all__
                                if name.endswith(("_recurrent", "_parallel", "_chunked"))
                                and not name.startswith(("kernel_deltanet", "softmax_sgd"))),

@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from proofs_checks.differential import certified
 from proofs_checks.differential.check import HarnessError
 from proofs_checks.differential.runner import run
 from proofs_checks.differential.strategies import DTYPES, OPS
@@ -41,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-t", type=int, default=40, help="largest T of the short cases (default 40)")
     parser.add_argument("--long-t", type=int, default=300, help="largest T of the long cases (default 300)")
     parser.add_argument("--no-shrink", action="store_true", help="report the first failing case unshrunk")
+    parser.add_argument("--certified", action="store_true",
+                        help="bound the spec reference's own error on the reported cases, by interval arithmetic")
     args = parser.parse_args(argv)
     dtypes = tuple(d for d in args.dtypes.split(",") if d)
     unknown = [d for d in dtypes if d not in DTYPES]
@@ -58,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"harness error: {error}", file=sys.stderr)
         return 2
     print(summary.report())
+    if args.certified:
+        reported = [(label, case) for label, case in (("failing", summary.failure), ("worst", summary.worst)) if case]
+        print(certified.report([(label, case.problem, case.budgets) for label, case in reported]))
     return 0 if summary.passed else 1
 
 
