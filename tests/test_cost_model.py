@@ -45,6 +45,44 @@ def test_chunk_formula_matches_a_hand_count() -> None:
     assert w.hbm == 4992
 
 
+def test_backward_inverse_formula_matches_a_hand_count() -> None:
+    """T = 40 in chunks of 32 with 32-row tiles: tiles [0, 32) and [32, 40), two programs. Each: its scores
+    32 x 32 x 16 MACs (32768 FLOPs) and one doubling level (32 = 2 x 16): two 32 x 32 x 32 products, 131072 FLOPs,
+    counted twice for tf32 (half the bf16 rate): 294912; 15 dependent substitution steps plus 2 products. CUDA-core
+    work per program: 15 steps x 3 x 32^2 plus the probabilities 4 x 32^2. Bytes per row: w, k (2 x 16 x 2),
+    beta (2), lse (4), the stored Ai^T row (32 x 4): 198, x 40 rows."""
+    launch = Launch("deltaformer_bwd_kernel_inverse", (2, 1),
+                    {"w": bf16(1, 40, 1, 16), "K": 16, "BTS": 32, "BK": 16, "C": 32, "CR": 32,
+                     "SOLVE_PRECISION": "tf32", "num_warps": 4})
+    w = cm.work(launch)
+    assert w.program_tc == 294912
+    assert w.tc == 2 * 294912
+    assert w.steps == 17
+    assert w.program_fp32 == 15 * 3 * 1024 + 4 * 1024
+    assert w.hbm == 40 * 198
+
+
+def test_backward_chunk_formula_matches_a_hand_count() -> None:
+    """Launch i_c = 1 of the reverse walk, C = 16, T = 40, 16-row tiles, K = V = 16, g fp32. Solver: chunk 1 (rows
+    16..31), one tile; it folds rows [32, 40) (the next chunk, 8 rows: one 16-row tile, 16 x 16 x (16 + 16) MACs,
+    16384 FLOPs) and solves with Ai^T (16^3 MACs, tf32 counted twice: 16384): 32768 on mma.sync (16-row tiles),
+    2 dependent steps. One partial program (rows 0..15 of chunk 0 over the 8 rows [32, 40), one split): 16384.
+    Bytes: solver rows 16 x (k 32 + g 64 + Ai^T 64 + r 64 + dv, dO 64 + dbeta, beta 4 + D 4) = 4736, the next
+    chunk's rows 8 x (w 32 + dO 32 + lse 4) = 544; the partial's split rows 544 and its rows' k and partial sums
+    16 x (32 + 64) = 1536; total 7360."""
+    launch = Launch("deltaformer_bwd_kernel_chunk", (2, 1),
+                    {"w": bf16(1, 40, 1, 16), "g": TensorInfo((1, 40, 1, 16), 4), "K": 16, "V": 16, "BT": 16,
+                     "BTS": 16, "BS": 16, "BK": 16, "BV": 16, "CR": 16, "C": 16, "i_c": 1, "KS": 16, "NS_READ": 0,
+                     "SOLVE_PRECISION": "tf32", "KERNEL": "softmax", "num_warps": 4})
+    w = cm.work(launch)
+    assert w.program_tc == 32768
+    assert w.tc_mma == 32768
+    assert w.steps == 2
+    assert w.tc == 16384
+    assert w.side_program_tc == 16384
+    assert w.hbm == 7360
+
+
 def test_read_formula_matches_a_hand_count() -> None:
     """T = 40 in 16-row tiles: tile 0 sees keys < 16 (1 key tile), tile 1 keys < 32 (2), tile 2 keys < 40 (3 tiles,
     the last padded): 6 tile pairs x (16 x 16 x 16 MACs for scores + the same for P u) x 2 = 98304 FLOPs; the last
@@ -112,7 +150,11 @@ def test_recorder_sees_every_driver_launch_with_gpu_tiles_and_runs_nothing() -> 
     names = [x.kernel for x in fwd if x.is_triton]
     assert names.count("deltaformer_fwd_kernel_read") == 1
     assert all(x.args.get("BT", 64) >= 32 for x in fwd + bwd if x.is_triton), "interpreter tiles in a GPU plan"
-    assert {x.kernel for x in bwd if x.is_triton} >= {"deltaformer_bwd_kernel_dq", "deltaformer_bwd_kernel_dk"}
+    assert {x.kernel for x in bwd if x.is_triton} >= {"deltaformer_bwd_kernel_dq", "deltaformer_bwd_kernel_dk",
+                                                      "deltaformer_bwd_kernel_inverse", "deltaformer_bwd_kernel_chunk"}
+    # one forward and one backward launch per chunk of 256, plus the read-out / the other backward passes
+    assert names.count("deltaformer_fwd_kernel_chunk") == 4
+    assert [x.kernel for x in bwd].count("deltaformer_bwd_kernel_chunk") == 4
     assert interpreting(), "planning mode must end with the recording"
     # every recorded launch has a formula, and the estimate is finite and positive
     est = cm.estimate(fwd + bwd)
@@ -138,3 +180,27 @@ def test_fla_is_recorded_from_its_own_code() -> None:
     assert names.count("aten.linalg_solve_triangular") == 4
     assert names.count("attention") == 1
     assert [x.kernel for x in bwd].count("parallel_deltaformer_bwd_kernel_u") == 3
+
+
+def test_issue_15_launch_targets_hold_as_recorded() -> None:
+    """The design targets at B=1, H=16, T=8192, D=128 (bf16), recorded by running the driver: the forward in at most
+    70 launches, forward + backward in at most 140, and the median launch has at least as many programs as an
+    H100 has SMs (132). Catches a change that adds launches per chunk or shrinks the grids."""
+    fwd, bwd = cm.record_deltaformer(1, 8192, 16, 128, backward=True)
+    f, fb = cm.estimate(fwd), cm.estimate(fwd + bwd)
+    assert f.launches <= 70, f
+    assert fb.launches <= 140, fb
+    assert f.median_programs >= 132 and fb.median_programs >= 132, (f, fb)
+
+
+@pytest.mark.skipif(not cm.fla_available(), reason="fla-core 0.6.0 not installed (pip install -e '.[fla]')")
+def test_issue_15_cost_targets_hold_under_the_stated_assumptions() -> None:
+    """Under ``Assumptions()`` at the same shape: forward at most 0.8x FLA 0.6.0's forward and at most 4x two
+    FA3-class causal forwards; backward at most 0.8x FLA's backward. Model figures, not measurements."""
+    fwd, _ = cm.record_deltaformer(1, 8192, 16, 128)
+    _, bwd = cm.record_deltaformer(1, 8192, 16, 128, backward=True)
+    fla_f, fla_b = cm.record_fla(1, 8192, 16, 128)
+    ours_f, ours_b = cm.estimate(fwd).seconds, cm.estimate(bwd).seconds
+    assert ours_f <= 0.8 * cm.estimate(fla_f).seconds
+    assert ours_f <= 4 * cm.estimate(cm.fa3_forward_launches(1, 8192, 16, 128)).seconds
+    assert ours_b <= 0.8 * cm.estimate(fla_b).seconds

@@ -1,4 +1,4 @@
-"""impl.triton_ops DeltaFormer backward kernels against the float64 spec, in Triton's interpreter (CPU, fp32/fp64).
+"""impl.triton_ops DeltaFormer backward kernels against the float64 spec, in Triton's interpreter (CPU, fp16/32/64).
 
 Gradients are checked case by case with the public differential harness (``proofs_checks.differential.check``):
 the reference is its float64 control recurrence, which the harness ties to the spec on every case (same outputs,
@@ -13,7 +13,8 @@ The cases are the shapes the established DeltaFormer kernels got wrong, with the
 a chunk (24) that is not a multiple of the tile (a key tile straddles the chunk boundary, in the forward prefix and
 the backward suffix pass), T not a multiple of the chunk (the backward's reverse walk must start at the last actual
 chunk start, not at T - C), T below one tile, chunks smaller than a tile, non-power-of-two head dims (20, 33),
-variable-length packing; every write kernel and both write modes. ``torch.empty`` is NaN-poisoned, so any row a
+variable-length packing, a sequence long enough for the suffix to be split over several partial programs; fp16
+inputs; every write kernel and both write modes. ``torch.empty`` is NaN-poisoned, so any row a
 kernel forgets to write (or reads before it is written) turns a gradient into NaN.
 """
 
@@ -67,6 +68,17 @@ CASES: dict[str, Problem] = {
     # round: zero score gradient, only dv and dbeta flow
     "chunk24-T37-round-attn-q": Problem("deltaformer_attn", B=1, T=37, H=1, K=16, V=16, dtype="float64",
                                         chunk_size=24, kernel="round", write="q", seed=6),
+    # 8 chunks of 12: the suffix of chunk c - 1 is summed over up to 3 splits of 16 later rows (the interpreter's
+    # split size) one launch ahead; catches a split boundary dropping a row, the next chunk folded twice or never,
+    # partials read from the wrong buffer, the transposed inverse stored untransposed
+    "split-suffix-T90-softmax-attn-k": Problem("deltaformer_attn", B=1, T=90, H=1, K=16, V=16, dtype="float32",
+                                               chunk_size=12, kernel="softmax", write="k", seed=21),
+    "split-suffix-T90-exp-u": Problem("deltaformer_u", B=1, T=90, H=1, K=16, V=16, dtype="float64", chunk_size=12,
+                                      kernel="exp", seed=22),
+    # fp16 (tl.dot works in fp16 under the interpreter): matmul operands in the input type, X, rhs and the
+    # residuals in fp32, gradients rounded once
+    "fp16-chunk24-T37-softmax-attn-q": Problem("deltaformer_attn", B=1, T=37, H=1, K=20, V=33, dtype="float16",
+                                               chunk_size=24, kernel="softmax", write="q", seed=1),
 }
 
 

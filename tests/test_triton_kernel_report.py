@@ -42,7 +42,7 @@ def test_every_kernel_compiles_for_sm80_and_sm90a_without_spills_on_tensor_cores
     assert {row[0] for row in rows} >= {"deltaformer_fwd_kernel_chunk", "deltaformer_fwd_kernel_read",
                                         "deltaformer_bwd_kernel_rowdot", "deltaformer_bwd_kernel_dq",
                                         "deltaformer_bwd_kernel_dk",
-                                        "deltaformer_bwd_kernel_suffix", "deltaformer_bwd_kernel_intra"}, report
+                                        "deltaformer_bwd_kernel_inverse", "deltaformer_bwd_kernel_chunk"}, report
     recurrent = {"delta_rule_fwd_kernel_wy", "chunk_fwd_kernel_h", "chunk_fwd_kernel_o", "chunk_bwd_kernel_dh",
                  "chunk_bwd_kernel_dqk", "delta_rule_bwd_kernel_wy"}
     assert {row[0] for row in rows} >= recurrent, report

@@ -25,6 +25,7 @@ from impl.triton_ops._runtime import (
     HEAD_DIMS,
     LOW_PRECISION,
     AotVariant,
+    backward_solve_precision,
     dot_precisions,
     interpreting,
     next_power_of_2,
@@ -99,13 +100,6 @@ class Blocks:
         boffs[1:] = torch.cumsum(per_seq, 0)
         return Blocks(C, NB, BT, boffs.to(device=device, dtype=torch.int32), int(per_seq.max().item()),
                       int(boffs[-1].item()), lens.numel())
-
-
-def bwd_solve(dtype: torch.dtype) -> str:
-    """Input precision of the fp32 products of the WY backward (``delta_rule_bwd_kernel_wy``): "tf32" for fp16/bf16
-    inputs (one TF32 product: 10 mantissa bits, finer than the bf16/fp16 inputs and gradients; tf32x3 spills there),
-    "ieee" for fp32/fp64."""
-    return "tf32" if dtype in (torch.float16, torch.bfloat16) else "ieee"
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -191,8 +185,8 @@ def backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
     dv = torch.empty(B, T, H, V, dtype=adt, device=q.device)
     dbeta = torch.empty(B, T, H, dtype=adt, device=q.device)
     kern.delta_rule_bwd_kernel_wy[(blk.max_blocks, blk.N * H)](
-        k, v, beta, dw, dvn, dk, dv, dbeta, cu_seqlens, blk.boffs, T, blk.C, blk.NB, SOLVE_PRECISION=bwd_solve(q.dtype),
-        **_common(q, v, cu_seqlens, "bwd_wy"))
+        k, v, beta, dw, dvn, dk, dv, dbeta, cu_seqlens, blk.boffs, T, blk.C, blk.NB,
+        SOLVE_PRECISION=backward_solve_precision(q.dtype), **_common(q, v, cu_seqlens, "bwd_wy"))
     return dq, dk, dv, dbeta, dh0
 
 

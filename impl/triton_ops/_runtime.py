@@ -20,8 +20,8 @@ from triton.testing import do_bench
 
 from impl._backend import interpreter_enabled
 
-__all__ = ["CHUNK_SIZE", "HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions",
-           "interpreting", "next_power_of_2", "planning_for_gpu"]
+__all__ = ["CHUNK_SIZE", "HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner",
+           "backward_solve_precision", "dot_precisions", "interpreting", "next_power_of_2", "planning_for_gpu"]
 
 
 CHUNK_SIZE = 64
@@ -66,6 +66,18 @@ def dot_precisions(dtype: torch.dtype) -> tuple[str, str]:
     if dtype in (torch.float16, torch.bfloat16):
         return "ieee", "tf32x3"
     return "ieee", "ieee"
+
+
+def backward_solve_precision(dtype: torch.dtype) -> str:
+    """Input precision of the backwards' fp32 products (DeltaFormer: the in-chunk inverse and X = Ai^T rhs; delta
+    rule: the WY backward) for an input dtype: "tf32" for fp16/bf16 (one TF32 product; tf32x3 spilled there),
+    "ieee" otherwise.
+
+    Error argument: the backwards' other matmul operands (DeltaFormer: dO = -beta X and P; delta rule: the state
+    and v_new) are rounded to the input dtype (unit roundoff 2^-11 for fp16, 2^-8 for bf16), and the gradients are
+    returned in it, so they are no more accurate than that; a TF32 operand (unit roundoff 2^-11) adds an error of
+    the same order for fp16 and well below it for bf16. fp32/fp64 inputs keep "ieee" (TF32 off), as everywhere."""
+    return "tf32" if dtype in (torch.float16, torch.bfloat16) else "ieee"
 
 
 @dataclass(frozen=True)

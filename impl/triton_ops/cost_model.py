@@ -181,12 +181,23 @@ def _rowdot(launch: Launch) -> Work:
     return Work(fp32=2 * R * V, hbm=R * V * (A.itemsize + Bt.itemsize) + 4 * R, unit="memory")
 
 
+def _grad_bytes(launch: Launch, name: str) -> int:
+    """Bytes per row of a gradient output ``name`` (its dtype; fp32 when not recorded) plus, when the pass adds
+    another pass's gradient (ACCUMULATE), that input's row."""
+    a = launch.args
+    K: int = a["K"]
+    out = a.get(name)
+    size = out.itemsize if isinstance(out, TensorInfo) else 4
+    extra = a.get(f"{name}_in")
+    return K * size + (K * extra.itemsize if a.get("ACCUMULATE") and isinstance(extra, TensorInfo) else 0)
+
+
 def _attn_bwd_bytes(launch: Launch, L: int, NH: int, e: int, out: int) -> int:
     a = launch.args
     K: int = a["K"]
     V: int = a["V"]
     g: int = a["g"].itemsize
-    return NH * L * (2 * K * e + V * e + V * g + 8 + e + out)
+    return NH * L * (2 * K * e + V * e + V * g + 8 + out)
 
 
 def _bwd_dq(launch: Launch) -> Work:
@@ -197,7 +208,7 @@ def _bwd_dq(launch: Launch) -> Work:
     pairs = [BT * BS * cdiv(min(i * BT + BT, L), BS) for i in range(cdiv(L, BT))]
     per_pair = 2 * (2 * BK + BV)
     return Work(tc=sum(pairs) * per_pair * NH, fp32=8 * sum(pairs) * NH,
-                hbm=_attn_bwd_bytes(launch, L, NH, e, 4 * a["K"]), program_tc=max(pairs) * per_pair,
+                hbm=_attn_bwd_bytes(launch, L, NH, e, _grad_bytes(launch, "dq")), program_tc=max(pairs) * per_pair,
                 unit=_tc_unit(BT, a["num_warps"]))
 
 
@@ -208,39 +219,72 @@ def _bwd_dk(launch: Launch) -> Work:
     BT, BS, BK, BV = a["BT"], a["BS"], a["BK"], a["BV"]
     pairs = [BT * BS * (cdiv(L, BS) - (i * BT) // BS) for i in range(cdiv(L, BT))]
     per_pair = 2 * (2 * BK + (1 if a["WRITE"] else 2) * BV)
-    out = 4 * a["K"] + (0 if a["WRITE"] else 4 * a["V"])
+    out = _grad_bytes(launch, "dk") + (0 if a["WRITE"] else 4 * a["V"])
     return Work(tc=sum(pairs) * per_pair * NH, fp32=8 * sum(pairs) * NH, hbm=_attn_bwd_bytes(launch, L, NH, e, out),
                 program_tc=max(pairs) * per_pair, unit=_tc_unit(BT, a["num_warps"]))
 
 
-def _bwd_suffix(launch: Launch) -> Work:
-    a = launch.args
-    _, L, e = _dims(launch, "w")
-    NV, NH = launch.grid[1], launch.grid[2]
-    K, V, BT, BS, BK, BV = a["K"], a["V"], a["BT"], a["BS"], a["BK"], a["BV"]
-    cs = a["i_c"] * a["C"]
-    rows = max(0, min(a["C"], L - cs))
-    later = L - cs - rows
-    program = BT * BS * cdiv(later, BS) * 2 * (BK + BV)
-    programs = cdiv(rows, BT) * NV * NH
-    hbm = NH * (rows * (K * e + 8 * V) + later * (K * e + 4 * V + 4 + e))
-    return Work(tc=program * programs, fp32=4 * BT * BS * cdiv(later, BS) * programs, hbm=hbm, program_tc=program,
-                unit=_tc_unit(BT, a["num_warps"]))
+_PRODUCT_COST = {"tf32": 2, "tf32x3": 6}
+"""bf16-product equivalents of one product in a solve precision (tf32 runs at half the bf16 rate)."""
 
 
-def _bwd_intra(launch: Launch) -> Work:
+def _bwd_inverse(launch: Launch) -> Work:
+    """Every diagonal tile's inverse, one program per (chunk, tile): the tile's scores, 15 substitution steps on
+    the 16 x 16 blocks (CUDA cores), two products per doubling level (solve precision); stores Ai^T."""
     a = launch.args
     _, L, e = _dims(launch, "w")
-    NV, NH = launch.grid
-    K, V, BT, BK, BV = a["K"], a["V"], a["BT"], a["BK"], a["BV"]
-    cs = a["i_c"] * a["C"]
-    rows = max(0, min(a["C"], L - cs))
-    NT = cdiv(rows, BT)
-    program = sum((NT - 1 - i) * BT * BT * 2 * (BK + BV) + BT * BT * 2 * BK + 6 * BT * BT * 2 * BV for i in range(NT))
-    program_fp32 = NT * (3 * BT**3 + 4 * BT * BT)
-    hbm = NH * rows * (2 * K * e + 12 * V + 4 + e)
-    return Work(tc=program * NV * NH, fp32=program_fp32 * NV * NH, hbm=hbm, program_tc=program,
-                program_fp32=program_fp32, steps=NT * (BT - 1), unit=_tc_unit(BT, a["num_warps"]))
+    NH = launch.grid[1]
+    K, BTS, BK, C = a["K"], a["BTS"], a["BK"], a["C"]
+    n_chunks = launch.grid[0] // cdiv(a["CR"], BTS)
+    tiles = sum(cdiv(max(0, min(C, L - c * C)), BTS) for c in range(n_chunks))
+    levels = max(0, (BTS // 16).bit_length() - 1)
+    program = BTS * BTS * 2 * BK + _PRODUCT_COST.get(a["SOLVE_PRECISION"], 1) * levels * 2 * 2 * BTS**3
+    program_fp32 = 15 * 3 * BTS * BTS + 4 * BTS * BTS
+    return Work(tc=NH * tiles * program, fp32=NH * tiles * program_fp32, hbm=NH * L * (2 * K * e + e + 4 + 4 * BTS),
+                program_tc=program, program_fp32=program_fp32, steps=15 + 2 * levels,
+                unit=_tc_unit(BTS, a["num_warps"]))
+
+
+def _bwd_chunk(launch: Launch) -> Work:
+    """One launch of the reverse walk: the solver of chunk i_c (one program per sequence and head: per row tile,
+    in reverse, add the suffix partials, fold the rows up to the end of the next chunk, X = Ai^T rhs, dbeta) and
+    the suffix-partial programs of chunk i_c - 1 over splits of KS later rows."""
+    a = launch.args
+    _, L, e = _dims(launch, "w")
+    NH = launch.grid[1]
+    K, V, BT, BTS, BS, BK, BV = a["K"], a["V"], a["BT"], a["BTS"], a["BS"], a["BK"], a["BV"]
+    C, i_c, KS = a["C"], a["i_c"], a["KS"]
+    NTC = cdiv(a["CR"], BT)
+    ns_write = (launch.grid[0] - 1) // NTC
+    sm = 4 if a["KERNEL"] == "softmax" else 2
+    ge = a["g"].itemsize
+    # the solver
+    cs = i_c * C
+    ce = min(cs + C, L)
+    rows = max(0, ce - cs)
+    t_end = min(cs + 2 * C, L)
+    solve = fp32 = steps = 0
+    for i in range(cdiv(rows, BTS)):
+        folded = BTS * BS * cdiv(t_end - min(cs + (i + 1) * BTS, ce), BS)
+        solve += folded * 2 * (BK + BV) + _PRODUCT_COST.get(a["SOLVE_PRECISION"], 1) * 2 * BTS * BTS * BV
+        fp32 += sm * folded + (3 + a["NS_READ"]) * BTS * BV
+        steps += 2
+    # per row: k, g, Ai^T, r read; dv, dO, dbeta, D written; beta read. Folded rows of the next chunk: w, dO, lse
+    solve_hbm = (rows * (K * e + V * ge + 4 * BTS + 4 * V + 2 * V * e + 2 * e + 4)
+                 + max(0, t_end - ce) * (K * e + V * e + 4) + a["NS_READ"] * rows * 4 * V)
+    # the suffix-partial programs
+    rows1 = max(0, min(C, L - (i_c - 1) * C)) if ns_write else 0
+    later = max(0, L - (i_c + 1) * C)
+    split_rows = [max(0, min(KS, later - s * KS)) for s in range(ns_write)]
+    part = [BT * BS * cdiv(n, BS) * 2 * (BK + BV) for n in split_rows]
+    active = cdiv(rows1, BT)
+    part_hbm = sum(split_rows) * (K * e + V * e + 4) + ns_write * rows1 * (K * e + 4 * V)
+    solver_unit = _tc_unit(BTS, a["num_warps"])
+    on_mma = solver_unit == "mma"
+    return Work(tc=NH * (active * sum(part) + (0 if on_mma else solve)), tc_mma=NH * solve if on_mma else 0,
+                fp32=NH * (fp32 + sm * active * sum(BT * BS * cdiv(n, BS) for n in split_rows)),
+                hbm=NH * (solve_hbm + part_hbm), program_tc=solve, program_fp32=fp32, steps=steps,
+                program_unit=solver_unit, side_program_tc=max(part, default=0), unit=_tc_unit(BT, a["num_warps"]))
 
 
 # --- flash-linear-attention 0.6.0 (fla/ops/deltaformer/parallel.py) -----------------------------------------------
@@ -330,8 +374,8 @@ FORMULAS: dict[str, Callable[[Launch], Work]] = {
     "deltaformer_bwd_kernel_rowdot": _rowdot,
     "deltaformer_bwd_kernel_dq": _bwd_dq,
     "deltaformer_bwd_kernel_dk": _bwd_dk,
-    "deltaformer_bwd_kernel_suffix": _bwd_suffix,
-    "deltaformer_bwd_kernel_intra": _bwd_intra,
+    "deltaformer_bwd_kernel_inverse": _bwd_inverse,
+    "deltaformer_bwd_kernel_chunk": _bwd_chunk,
     "parallel_deltaformer_fwd_kernel": _fla_fwd,
     "parallel_deltaformer_bwd_kernel_u": _fla_bwd_u,
     "parallel_deltaformer_bwd_kernel_row_sum": _fla_row_sum,

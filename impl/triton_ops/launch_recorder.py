@@ -140,14 +140,17 @@ class _AtenRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
         return out
 
 
-def _meta_scalar(x: torch.Tensor) -> bool:
-    """A host read of a meta scalar (``bool(t)``, ``t.item()``) has no value: a boolean reads as True, the common
-    path of the drivers' data-dependent checks (``impl._validate.all_finite``: the values are finite, so the
-    non-finite correction is not applied); any other dtype is refused, since no default would be right."""
-    if x.dtype != torch.bool:
-        raise RuntimeError(f"launch recorder: the driver reads a {x.dtype} scalar from a meta tensor; only boolean "
-                           f"checks (read as True) can be recorded")
-    return True
+def _meta_scalar(x: torch.Tensor) -> bool | float:
+    """A host read of a meta scalar (``bool(t)``, ``t.item()``) has no value: it reads as the common path of the
+    drivers' data-dependent checks (``impl._validate.all_finite``: the values are finite, so the non-finite
+    correction is not applied): True for a boolean, 0.0 for a floating scalar; any other dtype is refused, since no
+    default would be right."""
+    if x.dtype == torch.bool:
+        return True
+    if x.dtype.is_floating_point:
+        return 0.0
+    raise RuntimeError(f"launch recorder: the driver reads a {x.dtype} scalar from a meta tensor; only boolean and "
+                       f"floating checks (read as True and 0.0) can be recorded")
 
 
 def _flatten(xs: Any) -> Iterator[Any]:
