@@ -1,7 +1,8 @@
 """Ahead-of-time compile report for the Triton backend: ``python -m impl.kernel_report``.
 
 Compiles every kernel variant the launchers can request (``impl.triton_ops.*.aot_variants``: each kernel, each
-launch configuration per head dimension, fp16 and bf16, varlen) for sm_80 and sm_90a without a GPU, runs the
+launch configuration per head dimension, fp16 and bf16, varlen) for sm_80 and sm_90a (a variant of one tile
+family only for the architecture that launches it: ``AotVariant.archs``) without a GPU, runs the
 bundled ``ptxas -v`` on the PTX, and prints one row per (variant, arch): registers, spill bytes, shared memory and
 the tensor-core instructions found in the PTX (``mma.sync`` on sm_80, ``wgmma.mma_async`` or ``mma.sync`` on
 sm_90a). Exit status 1 if any variant fails to compile, spills, or has no tensor-core instruction.
@@ -128,7 +129,7 @@ def compile_variant(task: tuple[bool, int, int]) -> CompileResult:
 def run(quick: bool, jobs: int, only: str = "") -> list[CompileResult]:
     """Compile every selected variant for every arch (``jobs`` processes)."""
     tasks = [(quick, i, arch) for i, v in enumerate(variants(quick)) for arch in ARCHS
-             if only in v.kernel]  # type: ignore[attr-defined]
+             if only in v.kernel and arch in v.archs]  # type: ignore[attr-defined]
     if jobs <= 1:
         return [compile_variant(t) for t in tasks]
     with ProcessPoolExecutor(max_workers=jobs) as pool:

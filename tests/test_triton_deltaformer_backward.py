@@ -33,7 +33,7 @@ import torch
 
 import impl
 from impl.triton_ops import deltaformer as tri
-from impl.triton_ops._runtime import interpreting
+from impl.triton_ops._runtime import interpreting, planning_for_gpu
 from proofs_checks.differential.check import check_case
 from proofs_checks.differential.strategies import Problem
 from tests._impl_support import poisoned_empty
@@ -91,6 +91,19 @@ def test_triton_gradients_match_spec_on_the_shapes_established_kernels_got_wrong
     result = check_case(fn, problem, grads=True)
     assert result.skipped is None, f"case skipped by the harness ({result.skipped}): pick another seed"
     assert any(name.startswith("grad_") for name in result.errors), "no gradient was compared"
+    assert result.passed, result.report()
+
+
+def test_triton_gradients_with_the_gpu_tiles_match_spec() -> None:
+    """The GPU launch plan run by the interpreter (``planning_for_gpu``: the H100 tiles and tuner choices): 64-row
+    solver and partial tiles, 128-row dq / dk tiles, the 64-row blocked inverse (two doubling levels); chunk 100 is
+    not a multiple of the 64-row tile and T = 300 is not a multiple of the 128-row tiles. Catches a mask or an
+    index that only the interpreter's 16-row tiles hide."""
+    problem = Problem("deltaformer_attn", B=1, T=300, H=1, K=16, V=16, dtype="float64", chunk_size=100,
+                      kernel="softmax", write="k", seed=3)
+    with planning_for_gpu():
+        result = check_case(functools.partial(impl.deltaformer_attn, backend="triton"), problem, grads=True)
+    assert result.skipped is None, f"case skipped by the harness ({result.skipped}): pick another seed"
     assert result.passed, result.report()
 
 

@@ -20,8 +20,8 @@ from triton.testing import do_bench
 
 from impl._backend import interpreter_enabled
 
-__all__ = ["CHUNK_SIZE", "HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner",
-           "backward_solve_precision", "dot_precisions", "interpreting", "next_power_of_2", "planning_for_gpu"]
+__all__ = ["CHUNK_SIZE", "HEAD_DIMS", "LOW_PRECISION", "AotVariant", "LaunchConfig", "Tuner", "dot_precisions",
+           "gpu_arch", "interpreting", "next_power_of_2", "planning_for_gpu", "tf32_precision"]
 
 
 CHUNK_SIZE = 64
@@ -33,9 +33,10 @@ _PLANNING: list[bool] = [False]
 
 @contextmanager
 def planning_for_gpu() -> Iterator[None]:
-    """While active, launch decisions are made as on a GPU even under the interpreter: ``interpreting()`` is False
-    and every ``Tuner`` returns its first GPU candidate without timing it. Used by the launch recorder
-    (``impl.triton_ops.launch_recorder``), which replaces the launches themselves, so nothing runs."""
+    """While active, launch decisions are made as on a GPU (an H100) even under the interpreter: ``interpreting()``
+    is False, ``gpu_arch`` is 90 and every ``Tuner`` returns its first GPU candidate without timing it. Used by the
+    launch recorder (``impl.triton_ops.launch_recorder``), which replaces the launches themselves, so nothing runs,
+    and by tests that run the GPU tiles in the interpreter."""
     _PLANNING[0] = True
     try:
         yield
@@ -68,16 +69,26 @@ def dot_precisions(dtype: torch.dtype) -> tuple[str, str]:
     return "ieee", "ieee"
 
 
-def backward_solve_precision(dtype: torch.dtype) -> str:
-    """Input precision of the backwards' fp32 products (DeltaFormer: the in-chunk inverse and X = Ai^T rhs; delta
-    rule: the WY backward) for an input dtype: "tf32" for fp16/bf16 (one TF32 product; tf32x3 spilled there),
-    "ieee" otherwise.
+def tf32_precision(dtype: torch.dtype) -> str:
+    """Input precision of the fp32 products that must stay in registers at 64-row tiles (DeltaFormer backward: the
+    in-chunk inverse and X = Ai^T rhs; delta rule: the WY kernels, forward and backward) for an input dtype: "tf32"
+    for fp16/bf16 (one TF32 product; tf32x3 spilled there), "ieee" otherwise.
 
-    Error argument: the backwards' other matmul operands (DeltaFormer: dO = -beta X and P; delta rule: the state
-    and v_new) are rounded to the input dtype (unit roundoff 2^-11 for fp16, 2^-8 for bf16), and the gradients are
-    returned in it, so they are no more accurate than that; a TF32 operand (unit roundoff 2^-11) adds an error of
-    the same order for fp16 and well below it for bf16. fp32/fp64 inputs keep "ieee" (TF32 off), as everywhere."""
+    Error argument: the other operands these results meet are rounded to the input dtype (DeltaFormer backward:
+    dO = -beta X and P; delta rule: W = A K is stored in it, the state and v_new are rounded to it as operands;
+    unit roundoff 2^-11 for fp16, 2^-8 for bf16), and the outputs are returned in it; a TF32 operand (unit
+    roundoff 2^-11; bf16 and fp16 inputs are exact in TF32) adds an error of the same order for fp16 and well
+    below it for bf16. fp32/fp64 inputs keep "ieee" (TF32 off), as everywhere."""
     return "tf32" if dtype in (torch.float16, torch.bfloat16) else "ieee"
+
+
+def gpu_arch(device: torch.device) -> int:
+    """The tile family for ``device``: 90 on Hopper or newer (64-row tiles reach wgmma), 80 below, 90 while a GPU
+    launch plan is recorded (``planning_for_gpu``: the cost model assumes an H100)."""
+    if _PLANNING[0] or device.type != "cuda":
+        return 90
+    major, _ = torch.cuda.get_device_capability(device)
+    return 90 if major >= 9 else 80
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,8 @@ class AotVariant:
     constexprs: dict[str, Any]
     num_warps: int
     num_stages: int
+    archs: tuple[int, ...] = (80, 90)
+    """the architectures that launch this variant (``impl.kernel_report`` compiles it for these only)"""
 
     def label(self) -> str:
         hidden = ("H", "ACC", "DOT_PRECISION", "SOLVE_PRECISION")

@@ -23,10 +23,10 @@ from impl.triton_ops._runtime import (
     AotVariant,
     LaunchConfig,
     Tuner,
-    backward_solve_precision,
     dot_precisions,
     interpreting,
     next_power_of_2,
+    tf32_precision,
 )
 
 __all__ = ["deltaformer_attn", "deltaformer_u"]
@@ -336,7 +336,7 @@ def u_walk(g: torch.Tensor, w: torch.Tensor, k: torch.Tensor, beta: torch.Tensor
     D = torch.empty(B, T, H, dtype=adt, device=g.device)
     ainv = torch.empty(B, T, H, BTS, dtype=adt, device=g.device)
     opts = {"H": H, "K": K, "BK": BK, "KERNEL": kernel, "IS_VARLEN": cu_seqlens is not None, "ACC": _tl_acc(adt),
-            "DOT_PRECISION": dot_precisions(w.dtype)[0], "SOLVE_PRECISION": backward_solve_precision(w.dtype)}
+            "DOT_PRECISION": dot_precisions(w.dtype)[0], "SOLVE_PRECISION": tf32_precision(w.dtype)}
     inv_cfg = CHUNK_INTERPRETER if interpreting() else bwd_inverse_config(K)
     kern.deltaformer_bwd_kernel_inverse[(n_chunks * triton.cdiv(CR, BTS), N * H)](
         w, k, beta, lse, ainv, cu_seqlens, scale, T, chunk_size, BTS=BTS, CR=CR, **opts,
