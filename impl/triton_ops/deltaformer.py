@@ -50,10 +50,11 @@ def chunk_config(K: int, V: int) -> LaunchConfig:
     """Tiles of the per-chunk launch (``deltaformer_fwd_kernel_chunk``): BT rows per partial-statistics program (64:
     wgmma on sm_90a), BTS rows per diagonal tile of the solve (32: the solve keeps the residual, the inverse and
     the statistics live, and 64 rows spill), BS keys per folded tile, all of V in one block (no score
-    recomputation). Compiles without spills on sm_80 and sm_90a (``impl.kernel_report``)."""
+    recomputation). BTS = 16 at K <= 32 and K > 128 (32 spilled 32-136 bytes on sm_80 there). Compiles without
+    spills on sm_80 and sm_90a (``impl.kernel_report``)."""
     if K > 128:
-        return LaunchConfig({"BT": 32, "BTS": 32, "BS": 32}, num_warps=8, num_stages=1)
-    return LaunchConfig({"BT": 64, "BTS": 32, "BS": 64}, num_warps=8, num_stages=2)
+        return LaunchConfig({"BT": 32, "BTS": 16, "BS": 32}, num_warps=8, num_stages=1)
+    return LaunchConfig({"BT": 64, "BTS": 32 if K > 32 else 16, "BS": 64}, num_warps=8, num_stages=2)
 
 
 CHUNK_INTERPRETER = LaunchConfig({"BT": 16, "BTS": 16, "BS": 16}, num_warps=2, num_stages=1)
