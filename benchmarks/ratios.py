@@ -1,7 +1,8 @@
-"""Print the target ratios of issue 3, all measured in one run (fp32, torch backend, B = 1, H = 4, D = 64):
+"""Print the target ratios, all measured in one run (fp32, torch backend, B = 1, H = 4, D = 64):
 
-1. DeltaFormer forward / causal SDPA forward at T = 4096 (target <= 2.2);
-2. DeltaFormer forward + backward / SDPA forward + backward at T = 4096 (target <= 2.5);
+1. DeltaFormer forward / causal SDPA forward at T = 4096, for the default call ``impl.deltaformer_attn(q, k, v,
+   beta)`` (target <= 2.4, issue 12) and the tuned one (``--chunk-size``, BENCH_CHUNK by default), in the same rounds;
+2. DeltaFormer forward + backward / SDPA forward + backward at T = 4096, default and tuned (target <= 2.5);
 3. peak memory of the DeltaFormer forward at T = 16384, H = 1, beyond the inputs (target < 512 MiB);
 4. speed-up of impl.deltaformer_attn over the float64 spec (spec.deltaformer.deltaformer_attn per head) at T = 2048.
 
@@ -12,7 +13,9 @@ median over rounds of (DeltaFormer time / SDPA time) within the round. On the 2-
 the speed of the *same* call drifts by up to 2x over a few seconds (host-level frequency and memory-bandwidth
 changes; a run of 40 identical SDPA calls measured 55-107 ms), so a ratio of two minima taken at different moments
 can be off by that drift; adjacent calls see the same machine state. The ratio of the minima is printed alongside.
-Usage: ``python -m benchmarks.ratios [--repeats N] [--chunk-size C] [--threads N] [--clock wall|cpu]``.
+Usage: ``python -m benchmarks.ratios [--repeats N] [--chunk-size C] [--threads N] [--clock wall|cpu] [--floor]
+[--sweep]``; ``--sweep`` prints only the chunk sweep behind the CPU default chunk. ``--device cuda`` runs the GPU
+benchmark instead (benchmarks/gpu_ratios.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -93,36 +97,37 @@ def correctness_gate(chunk_size: int) -> float:
 
 def speed_ratios(T: int, H: int, D: int, chunk_size: int, repeats: int,
                  clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Paired ratios to causal SDPA of the default call ("default": no chunk_size) and the tuned call ("tuned":
+    ``chunk_size``), forward ("fwd_*") and forward + backward ("fwdbwd_*"), all three sides in the same rounds."""
     q, k, v, beta = _inputs(T, H, D)
     qs, ks, vs = (x.transpose(1, 2).contiguous() for x in (q, k, v))
-
-    def sdpa() -> object:
-        return functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
-
-    def deltaformer() -> object:
-        return impl.deltaformer_attn(q, k, v, beta, chunk_size=chunk_size)
-
+    calls: dict[str, Callable[..., torch.Tensor]] = {
+        "default": impl.deltaformer_attn, "tuned": partial(impl.deltaformer_attn, chunk_size=chunk_size)}
+    fwd_fns: dict[str, Callable[[], object]] = {
+        "sdpa": partial(functional.scaled_dot_product_attention, qs, ks, vs, is_causal=True)}
+    fwd_fns |= {name: partial(call, q, k, v, beta) for name, call in calls.items()}
     with torch.no_grad():
-        fwd = interleaved_times({"sdpa": sdpa, "deltaformer": deltaformer}, repeats, clock)
+        fwd = interleaved_times(fwd_fns, repeats, clock)
     grads = [x.clone().requires_grad_(True) for x in (q, k, v, beta)]
     grads_s = [x.clone().requires_grad_(True) for x in (qs, ks, vs)]
     cot = torch.randn(1, T, H, D)
     cot_s = cot.transpose(1, 2).contiguous()
 
     def sdpa_fb() -> object:
-        o = functional.scaled_dot_product_attention(*grads_s, is_causal=True)
+        o = functional.scaled_dot_product_attention(grads_s[0], grads_s[1], grads_s[2], is_causal=True)
         return torch.autograd.grad(o, grads_s, cot_s)
 
-    def deltaformer_fb() -> object:
-        o = impl.deltaformer_attn(*grads, chunk_size=chunk_size)
-        return torch.autograd.grad(o, grads, cot)
+    def deltaformer_fb(call: Callable[..., torch.Tensor]) -> object:
+        return torch.autograd.grad(call(*grads), grads, cot)
 
-    fb = interleaved_times({"sdpa": sdpa_fb, "deltaformer": deltaformer_fb}, repeats, clock)
+    fb = interleaved_times({"sdpa": sdpa_fb} | {name: partial(deltaformer_fb, call) for name, call in calls.items()},
+                           repeats, clock)
     out: dict[str, float] = {}
     for name, t in (("fwd", fwd), ("fwdbwd", fb)):
-        out |= {f"{name}_sdpa_s": min(t["sdpa"]), f"{name}_deltaformer_s": min(t["deltaformer"]),
-                f"{name}_ratio": paired_ratio(t["deltaformer"], t["sdpa"]),
-                f"{name}_ratio_of_minima": min(t["deltaformer"]) / min(t["sdpa"])}
+        out[f"{name}_sdpa_s"] = min(t["sdpa"])
+        for side in calls:
+            out |= {f"{name}_{side}_s": min(t[side]), f"{name}_{side}_ratio": paired_ratio(t[side], t["sdpa"]),
+                    f"{name}_{side}_ratio_of_minima": min(t[side]) / min(t["sdpa"])}
     return out
 
 
@@ -161,6 +166,28 @@ def floor_ratio(T: int, H: int, D: int, chunk_size: int, repeats: int,
             "deltaformer": lambda: impl.deltaformer_attn(q, k, v, beta, chunk_size=chunk_size)}, repeats, clock)
     return {"floor_ratio": paired_ratio(t["floor"], t["sdpa"]),
             "deltaformer_ratio": paired_ratio(t["deltaformer"], t["sdpa"])}
+
+
+def chunk_sweep(Ts: tuple[int, ...], Ds: tuple[int, ...], chunks: tuple[int, ...], H: int, repeats: int,
+                clock: Callable[[], float] = time.perf_counter) -> dict[tuple[int, int, int], float]:
+    """{(T, D, chunk): paired median ratio of the DeltaFormer forward (fp32, that chunk) to causal SDPA forward},
+    every chunk of one (T, D) timed in the same interleaved rounds as SDPA: the measurement behind the CPU default
+    chunk (``impl.torch_ops.deltaformer.CPU_CHUNK_SIZE``)."""
+    out: dict[tuple[int, int, int], float] = {}
+    for T in Ts:
+        for D in Ds:
+            q, k, v, beta = _inputs(T, H, D)
+            qs, ks, vs = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+            fns: dict[str, Callable[[], object]] = {
+                "sdpa": partial(functional.scaled_dot_product_attention, qs, ks, vs, is_causal=True)}
+            for c in chunks:
+                fns[str(c)] = partial(impl.deltaformer_attn, q, k, v, beta, chunk_size=c)
+            with torch.no_grad():
+                t = interleaved_times(fns, repeats, clock)
+            for c in chunks:
+                out[(T, D, c)] = paired_ratio(t[str(c)], t["sdpa"])
+            print(f"T={T} D={D}: " + "  ".join(f"chunk {c}: {out[(T, D, c)]:.2f}x" for c in chunks), flush=True)
+    return out
 
 
 _PEAK_SCRIPT = """
@@ -217,7 +244,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or process CPU time (use with --threads 1 on a shared machine)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: the GPU benchmark instead (Triton vs SDPA flash, bf16; benchmarks/gpu_ratios.py)")
+    parser.add_argument("--out", default="gpu_ratios.json", help="with --device cuda: where the figures go (JSON)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="only the chunk sweep behind the CPU default chunk (T 1024-8192, D 32-128, forward)")
     args = parser.parse_args()
+    if args.device == "cuda":
+        from benchmarks import gpu_ratios
+
+        gpu_ratios.main(args.out, args.repeats)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     single_threaded = torch.get_num_threads() == 1 and os.environ.get("OPENBLAS_NUM_THREADS") == "1"
@@ -228,11 +265,17 @@ def main() -> None:
           f"clock {args.clock}")
     print(f"correctness gate (T=512, fp32 vs fp64 spec): normwise error {correctness_gate(args.chunk_size):.2e}")
     clock = CLOCKS[args.clock]
+    if args.sweep:
+        chunk_sweep((1024, 4096, 8192), (32, 64, 128), (128, 256, 384, 512), 4, args.repeats, clock)
+        return
     r = speed_ratios(4096, 4, 64, args.chunk_size, args.repeats, clock)
-    for name, label, target in (("fwd", "forward", 2.2), ("fwdbwd", "fwd+bwd", 2.5)):
-        print(f"T=4096 H=4 D=64 fp32 {label}: deltaformer / SDPA = {r[f'{name}_ratio']:.2f}x median paired ratio "
-              f"over {args.repeats} rounds (target <= {target}); minima {r[f'{name}_deltaformer_s']:.3f}s / "
-              f"{r[f'{name}_sdpa_s']:.3f}s = {r[f'{name}_ratio_of_minima']:.2f}x")
+    for name, label, target in (("fwd", "forward", 2.4), ("fwdbwd", "fwd+bwd", 2.5)):
+        for side, call in (("default", "default call (chunk_size=None)"),
+                           ("tuned", f"tuned call (chunk_size={args.chunk_size})")):
+            print(f"T=4096 H=4 D=64 fp32 {label}, {call}: deltaformer / SDPA = {r[f'{name}_{side}_ratio']:.2f}x "
+                  f"median paired ratio over {args.repeats} rounds (target <= {target}); minima "
+                  f"{r[f'{name}_{side}_s']:.3f}s / {r[f'{name}_sdpa_s']:.3f}s = "
+                  f"{r[f'{name}_{side}_ratio_of_minima']:.2f}x")
     if args.floor:
         f = floor_ratio(4096, 4, 64, args.chunk_size, args.repeats, clock)
         print(f"T=4096 forward lower bound: unavoidable kernels alone / SDPA = {f['floor_ratio']:.2f}x "

@@ -11,6 +11,7 @@ Each error names the argument, what was expected and what was received. ``TypeEr
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 import torch
@@ -23,6 +24,7 @@ __all__ = [
     "check_chunk_size",
     "check_cu_seqlens",
     "check_flag",
+    "check_positive_int",
     "check_qkv",
     "check_same_device",
     "check_scale",
@@ -88,26 +90,32 @@ def check_choice(name: str, x: object, options: Iterable[str]) -> str:
     return x
 
 
-def check_chunk_size(x: object) -> int | None:
-    """None (the backend picks its best), or a Python int >= 1 (always honoured)."""
-    if x is None:
-        return None
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError(f"chunk_size must be None or an int >= 1, got {type(x).__name__}")
+def check_positive_int(name: str, x: object, *, none_means: str = "") -> int:
+    """An integer >= 1 (Python or NumPy integer, not a bool), returned as a Python int. ``none_means``: when not
+    empty, the message says None is accepted too (the caller handles it)."""
+    kind = f"None ({none_means}) or an int >= 1" if none_means else "an int >= 1"
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be {kind}, got {type(x).__name__}")
     if x < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {x}")
-    return x
+        raise ValueError(f"{name} must be >= 1, got {x}")
+    return int(x)
+
+
+def check_chunk_size(x: object) -> int | None:
+    """None (the backend picks its best), or an integer >= 1 (always honoured)."""
+    return None if x is None else check_positive_int("chunk_size", x, none_means="the backend's choice")
 
 
 def check_scale(x: object) -> float | None:
-    """None, or a finite real number (returned as float)."""
+    """None, or a finite real number (Python or NumPy; returned as a Python float)."""
     if x is None:
         return None
-    if isinstance(x, bool) or not isinstance(x, int | float):
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f"scale must be None or a real number, got {type(x).__name__}")
-    if not math.isfinite(x):
+    value = float(x)
+    if not math.isfinite(value):
         raise ValueError(f"scale must be finite, got {x}")
-    return float(x)
+    return value
 
 
 def check_flag(name: str, x: object) -> bool:

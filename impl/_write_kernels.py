@@ -74,6 +74,11 @@ class WriteKernel:
     weights: Callable[[Tensor, Tensor | None], Tensor]
     score_grad: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None
 
+    @property
+    def has_score_grad(self) -> bool:
+        """False when kappa_1's derivative is 0 almost everywhere (w and k then get no gradient from the write)."""
+        return self.score_grad is not None
+
 
 KERNELS: dict[str, WriteKernel] = {kernel.name: kernel for kernel in (
     WriteKernel("softmax", unit_scale=False, weights=_softmax, score_grad=_softmax_grad),

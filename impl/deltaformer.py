@@ -13,9 +13,25 @@ from impl._backend import Backend, backend_module, resolve_backend
 __all__ = ["DecodeOutput", "deltaformer_attn", "deltaformer_decode_step", "deltaformer_u"]
 
 
+def _straight_through_backend(straight_through: object, kernel: str, backend: str, device: torch.device,
+                              dtype: torch.dtype) -> Backend:
+    """The backend to run, given the ``straight_through`` option (a bool; True only with the round kernel, and only
+    the torch backend implements it: "auto" then picks torch, an explicit "triton" is refused)."""
+    flag = _validate.check_flag("straight_through", straight_through)
+    if flag and kernel != "round":
+        raise ValueError(f"straight_through=True applies to kernel='round' only, got kernel={kernel!r}")
+    if flag and backend == "auto":
+        return Backend.TORCH
+    resolved = resolve_backend(backend, device, dtype)
+    if flag and resolved is not Backend.TORCH:
+        raise RuntimeError(f"straight_through=True is implemented by the torch backend only, got backend={backend!r}; "
+                           f"pass backend='torch'")
+    return resolved
+
+
 def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *, kernel: str = "softmax",
                   scale: float | None = None, chunk_size: int | None = None, cu_seqlens: Tensor | None = None,
-                  backend: str = "auto") -> Tensor:
+                  backend: str = "auto", straight_through: bool = False) -> Tensor:
     """DeltaFormer's written values: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
 
     Implements spec.deltaformer.deltaformer_u (DF.1: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j) per
@@ -23,35 +39,40 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *
     "round". ``scale`` None: 1/sqrt(K) for softmax/exp, 1 for linear/round. ``beta`` None: ones (unconstrained
     otherwise). ``cu_seqlens`` [N + 1] packs N sequences along T (B must be 1). fp16/bf16 are computed in fp32.
     Error contract: proofs_checks/differential/tolerances.py::deltaformer_u_budget.
+    ``straight_through`` (kernel "round" only, torch backend only): the backward treats d round(x)/dx as 1, a
+    straight-through estimator, so w and k get the linear kernel's gradient at the rounded forward; by default
+    (False) the rounded write scores pass no gradient (round' = 0 almost everywhere). The forward is unchanged.
 
     Raises:
         TypeError: non-tensor input, non-floating dtype, dtype mismatch, non-int chunk_size or cu_seqlens.
         ValueError: wrong shape, device mismatch, NaN/Inf, T = 0, bad cu_seqlens, unknown kernel
-            or backend.
-        RuntimeError: the requested backend cannot run.
+            or backend, straight_through with a kernel other than "round".
+        RuntimeError: the requested backend cannot run (or cannot run straight_through).
     """
     kernel = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
     w, k, v, beta = _validate.check_qkv(w, k, v, beta, q_name="w")
     given = _validate.check_scale(scale)
     chunk_size = _validate.check_chunk_size(chunk_size)
     cu = _validate.check_cu_seqlens(cu_seqlens, batch=w.shape[0], total=w.shape[1], device=w.device)
-    module = backend_module(resolve_backend(backend, w.device, w.dtype), "deltaformer")
+    module = backend_module(_straight_through_backend(straight_through, kernel, backend, w.device, w.dtype),
+                            "deltaformer")
     beta = torch.ones(w.shape[:3], dtype=w.dtype, device=w.device) if beta is None else beta
     write_scale, _ = _write_kernels.resolve_scales(kernel, w.shape[-1], given)
+    extra = {"straight_through": True} if straight_through else {}
     u: Tensor = module.deltaformer_u(w, k, v, beta, kernel=kernel, scale=write_scale, chunk_size=chunk_size,
-                                     cu_seqlens=cu)
+                                     cu_seqlens=cu, **extra)
     return u
 
 
 def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None, *, write: str = "k",
                      kernel: str = "softmax", scale: float | None = None, chunk_size: int | None = None,
-                     cu_seqlens: Tensor | None = None, backend: str = "auto") -> Tensor:
+                     cu_seqlens: Tensor | None = None, backend: str = "auto", straight_through: bool = False) -> Tensor:
     """DeltaFormer attention: q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> o [B, T, H, V].
 
     Implements spec.deltaformer.deltaformer_attn (DF.9) per (batch, head): u from DF.1 with write vectors w = k
     (``write="k"``, the paper) or w = q (``write="q"``, the public code), then o = causal_softmax(scale Q K^T) U.
     ``scale`` None: the write kernel's default (see ``deltaformer_u``) and 1/sqrt(K) for the read-out; a number is
-    used for both. Other arguments and errors as ``deltaformer_u``.
+    used for both. Other arguments (``straight_through`` included) and errors as ``deltaformer_u``.
     """
     write = _validate.check_choice("write", write, _write_kernels.WRITES)
     kernel = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
@@ -59,11 +80,13 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None = None
     given = _validate.check_scale(scale)
     chunk_size = _validate.check_chunk_size(chunk_size)
     cu = _validate.check_cu_seqlens(cu_seqlens, batch=q.shape[0], total=q.shape[1], device=q.device)
-    module = backend_module(resolve_backend(backend, q.device, q.dtype), "deltaformer")
+    module = backend_module(_straight_through_backend(straight_through, kernel, backend, q.device, q.dtype),
+                            "deltaformer")
     beta = torch.ones(q.shape[:3], dtype=q.dtype, device=q.device) if beta is None else beta
     write_scale, read_scale = _write_kernels.resolve_scales(kernel, q.shape[-1], given)
+    extra = {"straight_through": True} if straight_through else {}
     o: Tensor = module.deltaformer_attn(q, k, v, beta, write=write, kernel=kernel, write_scale=write_scale,
-                                        read_scale=read_scale, chunk_size=chunk_size, cu_seqlens=cu)
+                                        read_scale=read_scale, chunk_size=chunk_size, cu_seqlens=cu, **extra)
     return o
 
 

@@ -33,29 +33,31 @@ class DeltaFormerAttention(nn.Module):
     section 3; it also bounds the u growth of equations.md section 4 stability), "ones" fixes beta = 1.
     ``key_norm=True`` L2-normalises every head's key and multiplies it by a learnable per-head gain ``k_gain``
     (initialised to 1): the unnormalised exp, linear and round write kernels otherwise see scores that grow with
-    the key norm and can overflow from the first training step.
+    the key norm and can overflow from the first training step. ``straight_through=True`` (kernel "round" only)
+    trains the rounded write scores with a straight-through estimator (see ``impl.deltaformer_u``).
     Then o = impl.deltaformer_attn(q, k, v, beta, write=..., kernel=...) and y = o W_o.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, head_dim: int | None = None, *, write: str = "k",
                  kernel: str = "softmax", beta_mode: str = "sigmoid2", scale: float | None = None,
                  chunk_size: int | None = None, backend: str = "auto", bias: bool = False, key_norm: bool = False,
-                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+                 straight_through: bool = False, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
-            raise ValueError(f"hidden_size must be an int >= 1, got {hidden_size!r}")
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"num_heads must be an int >= 1, got {num_heads!r}")
+        hidden_size = _validate.check_positive_int("hidden_size", hidden_size)
+        num_heads = _validate.check_positive_int("num_heads", num_heads)
         if head_dim is None:
             if hidden_size % num_heads != 0:
                 raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads}) when "
                                  f"head_dim is not given")
             head_dim = hidden_size // num_heads
+        head_dim = _validate.check_positive_int("head_dim", head_dim, none_means="hidden_size // num_heads")
         self.write = _validate.check_choice("write", write, _write_kernels.WRITES)
         self.kernel = _validate.check_choice("kernel", kernel, _write_kernels.NAMES)
         self.beta_mode = _validate.check_choice("beta_mode", beta_mode, BETA_MODES)
         self.scale = _validate.check_scale(scale)
         self.chunk_size = _validate.check_chunk_size(chunk_size)
+        self.straight_through = _validate.check_flag("straight_through", straight_through)
         self.backend = backend
         self.num_heads, self.head_dim = num_heads, head_dim
         inner = num_heads * head_dim
@@ -91,7 +93,7 @@ class DeltaFormerAttention(nn.Module):
         q, k, v, beta = self._heads(x)
         o = deltaformer_attn(q, k, v, beta, write=self.write,
                              kernel=self.kernel, scale=self.scale, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
-                             backend=self.backend)
+                             backend=self.backend, straight_through=self.straight_through)
         out: Tensor = self.o_proj(o.reshape(*x.shape[:-1], -1))
         return out
 
@@ -108,6 +110,9 @@ class DeltaFormerAttention(nn.Module):
         """One token x_t [B, hidden] -> (y_t [B, hidden], grown cache); equals ``forward`` row by row."""
         if not isinstance(x_t, Tensor) or x_t.ndim != 2:
             raise ValueError(f"x_t must be a 2-D tensor [B, hidden], got {getattr(x_t, 'shape', type(x_t).__name__)}")
+        if not isinstance(cache, DeltaFormerCache):
+            raise TypeError(f"cache must be a DeltaFormerCache (start from layer.empty_cache(batch)), got "
+                            f"{type(cache).__name__}")
         q, k, v, beta = self._heads(x_t)
         step = deltaformer_decode_step(cache.k, cache.u, q.contiguous(), k.contiguous(), v.contiguous(),
                                        beta.contiguous(), write=self.write, kernel=self.kernel, scale=self.scale)

@@ -2,7 +2,8 @@
 was received. ``TypeError`` for a wrong kind of value (complex, string, non-array), ``ValueError`` for a wrong
 shape, length, value (NaN, Inf, empty) or option name.
 
-Precision policy: real float and integer arrays are promoted to float64 (exact for every float dtype); object
+Precision policy: real float and integer arrays are promoted to float64 (exact for float16, float32 and float64;
+a wider float such as longdouble is refused rather than rounded: pass mpmath numbers for more precision); object
 arrays must hold real mpmath numbers (or ``mpmath.iv`` intervals) and stay mpmath (or intervals). ``unify`` lifts
 every argument to intervals when any is an interval array, else to mpmath when any is mpmath, so a call computes in
 exactly one number type.
@@ -32,6 +33,9 @@ def _real_array(name: str, x: Any) -> Array:
         return to_interval(a) if is_interval(a) else to_mp(a)
     if a.dtype.kind == "b" or a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real floating array, got dtype {a.dtype}")
+    if a.dtype.kind == "f" and a.dtype.itemsize > 8:
+        raise TypeError(f"{name} has dtype {a.dtype}, wider than float64, which would round it; pass float64, or "
+                        f"mpmath numbers (an object array) for more precision")
     return a.astype(np.float64)
 
 
@@ -45,15 +49,15 @@ def require_finite(name: str, a: Array) -> None:
 
 
 def matrix(name: str, x: Any, *, rows: int | None = None, rows_of: str = "", cols: int | None = None,
-           cols_of: str = "") -> Array:
-    """A finite, non-empty [rows, cols] real array (float64 or mpmath).
+           cols_of: str = "", allow_empty: bool = False) -> Array:
+    """A finite [rows, cols] real array (float64 or mpmath), non-empty unless ``allow_empty`` (T = 0 rows).
 
     ``rows_of`` / ``cols_of`` name the argument the expected size comes from, for the error message.
     """
     a = _real_array(name, x)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array [T, d], got {a.ndim}-D with shape {a.shape}")
-    if a.shape[0] == 0:
+    if a.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is an empty sequence (T = 0); the spec needs T >= 1")
     if a.shape[1] == 0:
         raise ValueError(f"{name} has feature dimension 0; the spec needs d >= 1")

@@ -164,7 +164,9 @@ def deltaformer_u_chunked(P: Array, v: Array, beta: Array, chunk_size: int) -> A
 
     For each chunk, in order: rhs = V_c - diag(beta_c) P[c, :s] U[:s] (contributions of all earlier chunks), then
     solve the unit lower-triangular diagonal block (I + diag(beta_c) P[c, c]) U_c = rhs. -> u [T, d_v].
+    ``chunk_size``: an int >= 1 (TypeError / ValueError otherwise).
     """
+    chunk_size = _validate.positive_int("chunk_size", chunk_size)
     T = v.shape[0]
     u = precision.zeros(v.shape, v)
     for s in range(0, T, chunk_size):
@@ -217,11 +219,16 @@ def causal_softmax_readout(q: Array, k: Array, u: Array, scale: Any) -> Array:
     return causal_softmax(kernels.linear_kernel(q, k) * scale, strict=False) @ u
 
 
-def _inputs(w: Any, k: Any, v: Any, beta: Any, kernel: Any, scale: Any, names: tuple[str, str],
-            q: Any = None) -> tuple[Array, Array, Array, Array, Array, str, Any]:
-    """Validate (w, k, v, beta and q if given) and unify their number type; resolve ``scale``.
+_NO_Q = object()
+"""``_inputs``'s marker for "no q argument" (deltaformer_u); a q of None is a missing array, not this."""
 
-    ``names`` = (name of w, name of the caller). Returns (w, k, v, beta, q, kernel, scale); q is w when not given.
+
+def _inputs(w: Any, k: Any, v: Any, beta: Any, kernel: Any, scale: Any, names: tuple[str, str],
+            q: Any = _NO_Q) -> tuple[Array, Array, Array, Array, Array, str, Any]:
+    """Validate (w, k, v, beta and q if the caller has one) and unify their number type; resolve ``scale``.
+
+    ``names`` = (name of w, name of the caller). Returns (w, k, v, beta, q, kernel, scale); q is w when the caller
+    has none.
     """
     w_name, caller = names
     kernel = _validate.choice("kernel", kernel, KERNELS)
@@ -230,7 +237,7 @@ def _inputs(w: Any, k: Any, v: Any, beta: Any, kernel: Any, scale: Any, names: t
     k = _validate.matrix("k", k, rows=T, rows_of=w_name, cols=d_k, cols_of=w_name)
     v = _validate.matrix("v", v, rows=T, rows_of=w_name)
     b = np.ones(T) if beta is None else _validate.vector("beta", beta, length=T, length_of=w_name)
-    q = w if q is None else _validate.matrix("q", q, rows=T, rows_of=w_name, cols=d_k, cols_of=w_name)
+    q = w if q is _NO_Q else _validate.matrix("q", q, rows=T, rows_of=w_name, cols=d_k, cols_of=w_name)
     w, k, v, b, q = _validate.unify(w, k, v, b, q)
     if scale is None:
         scale = default_scale(kernel, d_k, v)
@@ -309,10 +316,9 @@ def deltaformer_decode_step(cache_k: Any, cache_u: Any, q_t: Any, k_t: Any, v_t:
     k_t = _validate.vector("k_t", k_t, length=q_t.shape[0], length_of="q_t")
     v_t = _validate.vector("v_t", v_t)
     d_k, d_v = q_t.shape[0], v_t.shape[0]
-    cache_k = np.zeros((0, d_k)) if np.size(cache_k) == 0 else _validate.matrix("cache_k", cache_k, cols=d_k,
-                                                                                  cols_of="q_t")
-    cache_u = np.zeros((0, d_v)) if np.size(cache_u) == 0 else _validate.matrix(
-        "cache_u", cache_u, rows=cache_k.shape[0], rows_of="cache_k", cols=d_v, cols_of="v_t")
+    cache_k = _validate.matrix("cache_k", cache_k, cols=d_k, cols_of="q_t", allow_empty=True)
+    cache_u = _validate.matrix("cache_u", cache_u, rows=cache_k.shape[0], rows_of="cache_k", cols=d_v,
+                               cols_of="v_t", allow_empty=True)
     beta = _validate.vector("beta_t", np.array([beta_t]) if np.ndim(beta_t) == 0 else beta_t, length=1,
                             length_of="one token")
     cache_k, cache_u, q_t, k_t, v_t, beta = _validate.unify(cache_k, cache_u, q_t, k_t, v_t, beta)

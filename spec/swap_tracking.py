@@ -56,6 +56,9 @@ __all__ = [
     "round_scale",
     "round_tracker_read",
     "round_tracker_u",
+    "softmax_tracker_read",
+    "softmax_tracker_tokens",
+    "softmax_tracker_u",
     "swap_permutations",
     "swap_task",
     "swap_task_batch",
@@ -287,6 +290,17 @@ def decode_swap_tokens(tokens: Any, n: int, layout: str = "pair") -> tuple[Ints,
     return _swaps("tokens (decoded swaps)", body[:-1].reshape(-1, 2), n), last
 
 
+def _token_inputs(codes: Any, swaps: Any, values: Any) -> tuple[Array, Ints, Array]:
+    """Validated (codes [n, d_k], swaps [T, 2], values [n, d_v]; one-hot when None) in one number type."""
+    codes = _codes("codes", codes)
+    n = codes.shape[0]
+    swaps = _swaps("swaps", swaps, n)
+    values = precision.eye(n, codes) if values is None else _validate.matrix("values", values, rows=n,
+                                                                              rows_of="codes")
+    codes, values = _validate.unify(codes, values)
+    return codes, swaps, values
+
+
 def swap_tokens(codes: Any, swaps: Any, values: Any = None) -> tuple[Array, Array]:
     """SWAP.4 [literature]: keys k = (e_0, ..., e_{n-1}, e_{a_1} - e_{b_1}, ...), values (f_0, ..., f_{n-1}, 0, ...).
 
@@ -300,12 +314,7 @@ def swap_tokens(codes: Any, swaps: Any, values: Any = None) -> tuple[Array, Arra
     Returns:
         (K [n + T, d_k], V [n + T, d_v]) in the number type of the inputs.
     """
-    codes = _codes("codes", codes)
-    n = codes.shape[0]
-    swaps = _swaps("swaps", swaps, n)
-    values = precision.eye(n, codes) if values is None else _validate.matrix("values", values, rows=n,
-                                                                              rows_of="codes")
-    codes, values = _validate.unify(codes, values)
+    codes, swaps, values = _token_inputs(codes, swaps, values)
     K = np.concatenate([codes, codes[swaps[:, 0]] - codes[swaps[:, 1]]], axis=0)
     V = np.concatenate([values, precision.zeros((swaps.shape[0], values.shape[1]), values)], axis=0)
     return K, V
@@ -485,6 +494,70 @@ def round_tracker_read(codes: Any, K: Any, U: Any, *, scale: Any = None, kernel:
         s = mpmath.mpf(s)
     similarity = kernels.round_kernel(codes * s, K) if kernel == "round" else kernels.linear_kernel(codes * s, K)
     reads: Array = similarity @ U
+    return reads
+
+
+def softmax_tracker_tokens(codes: Any, swaps: Any, values: Any = None) -> tuple[Array, Array, Array]:
+    """SWAP.13 [derived]: w, k = (e_p, e_p) per box, then per swap (-e_b, e_a), (e_a, e_b), (-e_b, e_a), (2 e_b, e_b).
+
+    The token stream of the softmax-read tracker (docs/derivations/swap.md, section 11). Every *key* is a single box
+    code; the write vector w differs from the key (the public code's write = q). Values: f_p for place tokens, 0
+    for the four tokens of a swap, which with beta = 1 realise the elementary operations
+    a <- a + b, b <- b - a, a <- a + b, b <- -b on the box contents (their product exchanges a and b).
+
+    Args:
+        codes [n, d_k], swaps [T, 2], values [n, d_v] or None (one-hot): as ``swap_tokens``.
+
+    Returns:
+        (W, K [n + 4T, d_k], V [n + 4T, d_v]) in the number type of the inputs.
+    """
+    codes, swaps, values = _token_inputs(codes, swaps, values)
+    e_a, e_b = codes[swaps[:, 0]], codes[swaps[:, 1]]
+    per_swap_w = np.stack([-e_b, e_a, -e_b, 2 * e_b], axis=1).reshape(-1, codes.shape[1])
+    per_swap_k = np.stack([e_a, e_b, e_a, e_b], axis=1).reshape(-1, codes.shape[1])
+    W = np.concatenate([codes, per_swap_w], axis=0)
+    K = np.concatenate([codes, per_swap_k], axis=0)
+    V = np.concatenate([values, precision.zeros((4 * swaps.shape[0], values.shape[1]), values)], axis=0)
+    return W, K, V
+
+
+def softmax_tracker_u(codes: Any, swaps: Any, values: Any = None, *, scale: Any = None) -> tuple[Array, Array]:
+    """SWAP.14 [derived]: u_t = v_t - sum_{i<t} round(s w_t^T k_i) u_i over the tokens of SWAP.13 (DF.1, beta = 1).
+
+    DeltaFormer's write (``spec.deltaformer.deltaformer_u``, kernel "round", w from SWAP.13). When every rounded
+    product s c e_y^T e_x (c in {-1, 1, 2}) equals c [x = y] (true for coherence mu < 1/3 at s = 1/(1 + mu)), the
+    sum of the u over the tokens whose key is e_x is the content of box x, exactly.
+
+    Returns:
+        (K [n + 4T, d_k], U [n + 4T, d_v]).
+    """
+    W, K, V = softmax_tracker_tokens(codes, swaps, values)
+    s = _scale_for(_codes("codes", codes), scale)
+    U = deltaformer.deltaformer_u(W, K, V, beta=None, kernel="round", scale=s)
+    return K, U
+
+
+def softmax_tracker_read(codes: Any, K: Any, U: Any, *, tau: Any) -> Array:
+    """SWAP.15 [derived]: o(p) = sum_i softmax_i(tau e_p^T k_i) u_i, DeltaFormer's softmax read-out (kappa_2).
+
+    With the keys of SWAP.13 (single codes, coherence mu) and tau (1 - mu) > ln(2 L max|u|), L = len(K), the read
+    is the box content divided by the number of tokens keyed e_p, plus less than half of it elsewhere, so
+    ``decode_objects`` recovers the object. Causal by construction: read a prefix of (K, U) ending after a swap.
+
+    Args:
+        codes [n, d_k]: the box codes, used as queries.
+        K [L, d_k], U [L, d_v]: keys and written values of SWAP.14 (any prefix of them).
+        tau: the read's inverse temperature (> 0).
+
+    Returns:
+        reads [n, d_v].
+    """
+    codes = _codes("codes", codes)
+    K = _validate.matrix("K", K, cols=codes.shape[1], cols_of="codes")
+    U = _validate.matrix("U", U, rows=K.shape[0], rows_of="K")
+    codes, K, U = _validate.unify(codes, K, U)
+    tau = _validate.scalar("tau", tau, positive=True)
+    reads: Array = kernels.softmax_kernel(codes, K, tau=1 / tau) @ U
     return reads
 
 

@@ -15,7 +15,7 @@ from spec import swap_tracking as sw
 BY_ID = {check.id: check for check in checks.CHECKS}
 
 
-@pytest.mark.parametrize("check_id", ["C8", "C8b", "C8c"])
+@pytest.mark.parametrize("check_id", ["C8", "C8b", "C8c", "C8d"])
 def test_the_check_passes(check_id: str) -> None:
     outcome = BY_ID[check_id].run(DEFAULT)
     assert outcome.passed, outcome
@@ -43,6 +43,19 @@ def test_the_coherence_check_fails_with_the_unscaled_round_kernel(monkeypatch: p
     monkeypatch.setattr(sw, "round_scale", lambda mu: 1.0)
     outcome = BY_ID["C8c"].run(DEFAULT)
     assert not outcome.passed and outcome.measured == 0.5
+
+
+def test_the_softmax_read_check_fails_when_the_write_vectors_are_the_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    # w = k (the paper's k-k write) turns the cross-box tokens into self-updates: the boxes are never exchanged.
+    tokens = sw.softmax_tracker_tokens
+
+    def keys_as_write_vectors(codes: Any, swaps: Any, values: Any = None) -> Any:
+        _, K, V = tokens(codes, swaps, values)
+        return K, K, V
+
+    monkeypatch.setattr(sw, "softmax_tracker_tokens", keys_as_write_vectors)
+    outcome = BY_ID["C8d"].run(DEFAULT)
+    assert not outcome.passed and outcome.measured > 0
 
 
 def test_the_figure_renders(tmp_path: Any) -> None:

@@ -227,6 +227,41 @@ def test_softmax_shift_falls_back_to_the_exact_row_max(dtype: str, monkeypatch: 
     assert not check_case(impl.deltaformer_u, problem, grads=False).passed
 
 
+@dataclass(frozen=True, repr=False)
+class _ShiftGap(Problem):
+    """deltaformer_u (K = V = 8, chunk 4: the flash path) whose third chunk (rows 8..11) has w_t = k_t = a e_(t mod 4)
+    and whose first eight keys live in the other four coordinates. Every write score is then exactly 0 (uniform
+    weights over j < t), except the diagonal scale a^2, which the cheap softmax shift lands on: shift - lse_prefix =
+    scale a^2 - log 8 = ``gap``."""
+
+    gap: float = 0.0
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = super().arrays()
+        out["k"][:, :8, :, :4] = 0.0
+        out["w"][:, :8, :, :4] = 0.0
+        a = math.sqrt((self.gap + math.log(8.0)) * math.sqrt(self.K))
+        for t in range(8, 12):
+            basis = np.zeros(self.K)
+            basis[t % 4] = a
+            out["w"][:, t] = basis
+            out["k"][:, t] = basis
+        return out
+
+
+def test_softmax_shift_is_exact_for_every_gap_up_to_120_in_fp32() -> None:
+    """Sweeps shift - lse_prefix over 0..120 in steps of 4 (fp32): below SHIFT_SLACK the cheap shift is used, above
+    it the exact row max. Catches SHIFT_SLACK raised to 100 (a surviving mutant of the gap-1238 test above): for
+    gaps above about 89 the row's normaliser exp(-gap) (8 + i) / 8 is subnormal in fp32 and its reciprocal
+    overflows (I saw gap 92 fail with SHIFT_SLACK = 100); any slack of 92 or more fails here."""
+    for gap in range(0, 121, 4):
+        problem = _ShiftGap("deltaformer_u", B=1, T=14, H=1, K=8, V=8, dtype="float32", chunk_size=4, seed=gap,
+                            gap=float(gap))
+        with poisoned_empty():
+            result = check_case(impl.deltaformer_u, problem, grads=False)
+        assert result.skipped is None and result.passed, f"gap {gap}:\n{result.report()}"
+
+
 @pytest.mark.parametrize("groups", [1, 2, 3])
 def test_head_groups_do_not_change_results(groups: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Splitting the (batch, head) pairs over concurrent threads (impl.torch_ops._common.CPU_HEAD_GROUPS) gives

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,7 +164,7 @@ def test_triton_without_cuda_or_interpreter_is_runtime_error(op: str, monkeypatc
 @pytest.mark.parametrize("op", ALL_OPS)
 @pytest.mark.parametrize(("bad", "error", "message"), [
     (0, ValueError, "chunk_size must be >= 1, got 0"),
-    (2.0, TypeError, "chunk_size must be None or an int >= 1, got float"),
+    (2.0, TypeError, r"chunk_size must be None \(the backend.s choice\) or an int >= 1, got float"),
 ])
 def test_bad_chunk_size(op: str, bad: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
@@ -241,3 +242,32 @@ def test_decode_step_and_initial_state_take_views() -> None:
     state = torch.randn(2, 2, 4, 4, generator=gen, dtype=torch.float64).transpose(2, 3)
     o, _ = impl.linear_attn(q, k, v, initial_state=state)
     torch.testing.assert_close(o, impl.linear_attn(q, k, v, initial_state=state.contiguous()).o, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_numpy_scalars_are_taken_for_scale_and_chunk_size(op: str) -> None:
+    """As the spec takes them: np.float32 / np.int64 give the result of the Python float / int. Before: TypeError."""
+    want = _call(op, _qkvb(), scale=0.5, chunk_size=2)
+    got = _call(op, _qkvb(), scale=np.float32(0.5), chunk_size=np.int64(2))
+    for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,),
+                    strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+    with pytest.raises(TypeError, match=r"chunk_size must be None .* or an int >= 1, got bool"):
+        _call(op, _qkvb(), chunk_size=np.bool_(True))
+
+
+def test_layer_options_are_validated() -> None:
+    """head_dim was not validated (0 built empty projections, 2.5 failed inside torch); decode_step(x, None) raised
+    AttributeError."""
+    with pytest.raises(ValueError, match="head_dim must be >= 1, got 0"):
+        impl.DeltaFormerAttention(8, 2, head_dim=0)
+    with pytest.raises(TypeError, match=r"head_dim must be None \(hidden_size // num_heads\) or an int >= 1, "
+                                        r"got float"):
+        impl.DeltaFormerAttention(8, 2, head_dim=2.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="num_heads must be an int >= 1, got str"):
+        impl.DeltaFormerAttention(8, "2")  # type: ignore[arg-type]
+    layer = impl.DeltaFormerAttention(8, 2)
+    with pytest.raises(TypeError, match=r"cache must be a DeltaFormerCache \(start from layer.empty_cache\(batch\)\), "
+                                        r"got NoneType"):
+        layer.decode_step(torch.randn(1, 8), None)  # type: ignore[arg-type]
+    assert impl.DeltaFormerAttention(8, 2, head_dim=np.int64(3)).head_dim == 3  # type: ignore[arg-type]

@@ -114,7 +114,7 @@ def test_interval_deltaformer_encloses_an_independent_100_digit_recurrence(kerne
                  "neumann": df.deltaformer_u_neumann(P, vi, bi),
                  "squaring": df.deltaformer_u_inverse_by_squaring(P, vi, bi)}
         forms.update({f"chunked C={c}": df.deltaformer_u_chunked(P, vi, bi, c) for c in sorted({1, 3, T})})
-        cache_k = cache_u = np.zeros((0, d_k))
+        cache_k, cache_u = np.zeros((0, d_k)), np.zeros((0, d_v))
         decoded = []
         for t in range(T):
             o_t, cache_k, cache_u = df.deltaformer_decode_step(cache_k, cache_u, qi[t], ki[t], vi[t], bi[t],

@@ -285,6 +285,55 @@ def test_round_tracker_is_exact_for_512_objects_in_256_dimensions() -> None:
     assert np.array_equal(sw.round_tracker_read(codes, K, U), one_hot(naive_permutations(512, task.swaps)[-1], 512))
 
 
+# --- SWAP.13 - SWAP.15: the softmax-read tracker ------------------------------------------------------------------
+
+def _box_contents_by_elementary_operations(n: int, swaps: Any) -> list[Any]:
+    """The u that SWAP.14 must write, from an integer simulation of the box contents (no kernel, no rounding):
+    f_p per place token, then per swap the changes of a <- a + b, b <- b - a, a <- a + b, b <- -b."""
+    boxes = [np.eye(n)[p] for p in range(n)]
+    written = [box.copy() for box in boxes]
+    for a, b in swaps.tolist():
+        for target, source, coefficient in ((a, b, 1), (b, a, -1), (a, b, 1), (b, b, -2)):  # target += c source
+            delta = coefficient * boxes[source]
+            boxes[target] = boxes[target] + delta
+            written.append(delta)
+    return written
+
+
+@given(T=st.integers(0, 60), seed=st.integers(0, 2**32 - 1))
+def test_softmax_tracker_writes_the_elementary_operations_exactly_beyond_d_k(T: int, seed: int) -> None:
+    # d_k = 16, n = 32 = 2 d_k: coherence 1/4 < 1/3, so every rounded write product is the orthonormal one.
+    codes = sw.hadamard_codes(16)
+    task = sw.swap_task(32, T, seed=seed)
+    K, U = sw.softmax_tracker_u(codes, task.swaps)
+    assert np.array_equal(U, np.array(_box_contents_by_elementary_operations(32, task.swaps)))
+    truth = naive_permutations(32, task.swaps)
+    tau = (np.log(2 * len(K) * 2) + 1) / (1 - 0.25)  # the bound of SWAP.15 with max|u| = 2, one nat above it
+    for t in {0, T // 2, T}:
+        reads = sw.softmax_tracker_read(codes, K[: 32 + 4 * t], U[: 32 + 4 * t], tau=tau)
+        assert np.array_equal(sw.decode_objects(reads), np.array(truth[t]))
+
+
+def test_softmax_tracker_tokens_key_every_token_by_one_box_code() -> None:
+    codes = sw.hadamard_codes(4)
+    W, K, V = sw.softmax_tracker_tokens(codes, np.array([[1, 6]]))
+    e_a, e_b = codes[1], codes[6]
+    assert np.array_equal(K[8:], np.stack([e_a, e_b, e_a, e_b]))
+    assert np.array_equal(W[8:], np.stack([-e_b, e_a, -e_b, 2 * e_b]))
+    assert np.array_equal(W[:8], codes) and np.array_equal(K[:8], codes)
+    assert np.array_equal(V, np.concatenate([np.eye(8), np.zeros((4, 8))]))
+
+
+def test_a_softmax_read_of_the_difference_key_tracker_does_not_track() -> None:
+    # The contrast behind SWAP.13: SWAP.10's cache (keys e_a - e_b) read through softmax mixes the signed
+    # contributions of the swap tokens; at d_k = 64, n = 128 most boxes decode wrong.
+    codes = sw.hadamard_codes(64)
+    task = sw.swap_task(128, 256, seed=5)
+    K, U = sw.round_tracker_u(codes, task.swaps)
+    reads = sw.softmax_tracker_read(codes, K, U, tau=12.0)
+    assert float(np.mean(sw.decode_objects(reads) == task.permutations[-1])) < 0.5
+
+
 def test_round_tracker_fails_when_codes_are_too_coherent() -> None:
     # d_k = 16, n = 32: mu = 1/4 > 1/7; some disjoint pairs of swap keys have product +-1 instead of 0.
     codes = sw.hadamard_codes(16)
@@ -389,6 +438,9 @@ def test_hadamard_codes_in_mpmath_have_coherence_exactly_one_over_sqrt_d_k() -> 
     (lambda: sw.round_tracker_u(np.eye(3), [[0, 1]], kernel="exp"), ValueError, "kernel"),
     (lambda: sw.round_tracker_read(np.eye(3), np.eye(4), np.eye(4)), ValueError, "K"),
     (lambda: sw.round_tracker_read(np.eye(3), np.eye(3), np.eye(4)), ValueError, "U"),
+    (lambda: sw.softmax_tracker_tokens(np.eye(3), [[0, 3]]), ValueError, "swaps"),
+    (lambda: sw.softmax_tracker_read(np.eye(3), np.eye(3), np.eye(3), tau=0.0), ValueError, "tau"),
+    (lambda: sw.softmax_tracker_read(np.eye(3), np.eye(4), np.eye(4), tau=1.0), ValueError, "K"),
     (lambda: sw.encode_swap_tokens(sw.swap_task(3, 2), "triple"), ValueError, "layout"),
     (lambda: sw.encode_swap_tokens("task"), TypeError, "task"),
     (lambda: sw.decode_swap_tokens(np.array([0, 1, 2]), 3, "pair"), ValueError, "tokens"),

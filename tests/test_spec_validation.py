@@ -61,6 +61,18 @@ def _attn(**overrides: Any) -> Any:
          r"k_t must have length 3"),
         (lambda: df.deltaformer_decode_step(np.zeros((0, 3)), np.zeros((0, 2)), Q[0], K[0], V[0], np.ones(2)),
          ValueError, r"beta_t must have length 1"),
+        # found by probing (issue 12): each was accepted silently or failed inside range()
+        (lambda: _attn(q=None), TypeError, r"q must be an array, got None"),
+        (lambda: df.deltaformer_decode_step(np.zeros((0, 5)), np.zeros((0, 2)), Q[0], K[0], V[0]), ValueError,
+         r"cache_k must have 3 columns \(d of q_t\), got 5"),
+        (lambda: df.deltaformer_decode_step(np.zeros((0, 3)), np.zeros((0, 7)), Q[0], K[0], V[0]), ValueError,
+         r"cache_u must have 2 columns \(d of v_t\), got 7"),
+        (lambda: df.deltaformer_u_chunked(df.write_scores(K, K, kernel="softmax", scale=1.0), V, BETA, -1),
+         ValueError, r"chunk_size must be >= 1, got -1"),
+        (lambda: df.deltaformer_u_chunked(df.write_scores(K, K, kernel="softmax", scale=1.0), V, BETA, 0),
+         ValueError, r"chunk_size must be >= 1, got 0"),
+        (lambda: df.deltaformer_u_chunked(df.write_scores(K, K, kernel="softmax", scale=1.0), V, BETA, 2.5),
+         TypeError, r"chunk_size must be an int, got float"),
     ],
 )
 def test_bad_input_raises_an_error_naming_the_argument(call: Any, error: type[Exception], match: str) -> None:
@@ -75,6 +87,13 @@ def test_lower_precision_and_integer_inputs_are_promoted_exactly_to_float64() ->
     assert u32.dtype == np.float64
     np.testing.assert_array_equal(u32, u64)
     assert df.deltaformer_u(np.eye(2, dtype=int), np.eye(2, dtype=int), np.eye(2, dtype=int)).dtype == np.float64
+
+
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="longdouble is float64 on this platform")
+def test_a_float_wider_than_float64_is_refused_not_rounded() -> None:
+    """The policy promises exact promotion; longdouble would be rounded by float64, so it is refused."""
+    with pytest.raises(TypeError, match=r"v has dtype float128, wider than float64"):
+        _u(v=V.astype(np.longdouble))
 
 
 def test_one_mpmath_argument_lifts_the_whole_computation_to_mpmath() -> None:

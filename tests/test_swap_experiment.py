@@ -120,28 +120,44 @@ def test_a_tiny_deltaformer_learns_three_object_swaps_well_above_chance() -> Non
         f"accuracy {accuracy:.3f} vs chance {chance:.3f} (one-hop shortcut {one_hop:.3f}), {seconds:.1f} s")
 
 
-def test_the_cli_writes_the_table_the_plot_and_json_with_the_documented_schema(
+RESULT_KEYS = {"model", "kernel", "n", "d_k", "train_len", "eval_len", "seed", "accuracy", "final_loss", "steps",
+               "seconds"}
+SUMMARY_KEYS = {"model", "n", "d_k", "eval_len", "mean", "ci_low", "ci_high", "seeds"}
+
+
+def test_the_cli_writes_the_table_the_figures_and_json_with_the_documented_schema(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     json_path = tmp_path / "results.json"
     models = ["transformer", "deltaformer-round"]
     code = main(["--n", "3", "4", "--models", *models, "--steps", "2", "--batch", "4", "--train-len", "4",
-                 "--eval-lens", "4", "8", "--eval-count", "4", "--width", "32", "--layers", "1",
+                 "--eval-lens", "4", "8", "--eval-count", "4", "--width", "32", "--layers", "1", "--seeds", "2",
                  "--out", str(tmp_path / "out"), "--json", str(json_path)])
     assert code == 0
     assert "seq_len = 8 (longer than trained)" in capsys.readouterr().out
-    assert (tmp_path / "out" / "swap_accuracy_vs_n.png").stat().st_size > 0
+    for figure in ("swap_accuracy_vs_n.png", "swap_error_vs_swaps.png"):
+        assert (tmp_path / "out" / figure).stat().st_size > 0
     assert "| deltaformer-round |" in (tmp_path / "out" / "swap_results.md").read_text()
-    results = json.loads(json_path.read_text())["results"]
-    assert isinstance(results, list)
-    assert len(results) == len(models) * 2 * 2  # models x ns x eval lengths
+    document = json.loads(json_path.read_text())
+    results = document["results"]
+    assert len(results) == len(models) * 2 * 2 * 2  # models x ns x seeds x eval lengths
     for entry in results:
-        assert set(entry) == {"model", "n", "seq_len", "accuracy"}
-        assert entry["model"] in MODEL_NAMES
-        assert isinstance(entry["n"], int) and isinstance(entry["seq_len"], int)
+        assert set(entry) >= RESULT_KEYS
+        assert entry["model"] in MODEL_NAMES and entry["d_k"] == 32 and entry["train_len"] == 4
+        assert entry["kernel"] == ("round" if entry["model"] == "deltaformer-round" else None)
         assert isinstance(entry["accuracy"], float) and 0 <= entry["accuracy"] <= 1
         assert not math.isnan(entry["accuracy"])
-    assert {(e["model"], e["n"], e["seq_len"]) for e in results} == {
-        (m, n, length) for m in models for n in (3, 4) for length in (4, 8)}
+    assert {(e["model"], e["n"], e["eval_len"], e["seed"]) for e in results} == {
+        (m, n, length, seed) for m in models for n in (3, 4) for length in (4, 8) for seed in (0, 1)}
+    summary = document["summary"]
+    assert len(summary) == len(models) * 2 * 2
+    for row in summary:
+        assert set(row) == SUMMARY_KEYS and row["seeds"] == 2
+        accs = [e["accuracy"] for e in results
+                if (e["model"], e["n"], e["eval_len"]) == (row["model"], row["n"], row["eval_len"])]
+        assert row["mean"] == pytest.approx(sum(accs) / 2, abs=1e-15)
+        assert 0 <= row["ci_low"] <= row["mean"] <= row["ci_high"] <= 1
+    assert set(document["curves"]["error_vs_swaps"]) == {
+        f"{m}/n={n}/seed={seed}" for m in models for n in (3, 4) for seed in (0, 1)}
 
 
 def test_the_cli_rejects_an_unknown_model_name() -> None:

@@ -27,6 +27,7 @@ create_graph=True the backward is ``_u_dense_backward`` instead (differentiable,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -41,7 +42,12 @@ from impl.torch_ops._readout import causal_softmax_attention
 __all__ = ["deltaformer_attn", "deltaformer_decode_step", "deltaformer_u"]
 
 CPU_CHUNK_SIZE = 384
-"""The chunk used on CPU when ``chunk_size`` is None (measured: see ``default_chunk_size``)."""
+"""The chunk used on CPU when ``chunk_size`` is None. Measured with ``python -m benchmarks.ratios --sweep`` (paired
+ratios of the fp32 forward to causal SDPA, B = 1, H = 4, T in {1024, 4096, 8192} x D in {32, 64, 128} x chunk in
+{128, 256, 384, 512}) on the shared 2-core VM: with torch's two threads (wall time, what a user sees) 384 was best
+or within noise of the best in every cell (at T = 1024 it beat 256 by 25-50%, at T = 4096, D = 64 they tied);
+single-threaded CPU time preferred 256 by 4-12% at T <= 4096 and 384 at T = 8192. The old default, 64, measured
+2.6-3.2x against 2.3x for 384 (issue 12)."""
 
 CHUNK_SIZE = 64
 """The chunk used on other devices when ``chunk_size`` is None (FLA's convention; not measured here)."""
@@ -80,15 +86,17 @@ def _flash_path(w: Tensor, k: Tensor, v: Tensor, kernel: str, scale: float) -> b
     return bound * torch.finfo(w.dtype).eps / 2 <= FLASH_LSE_ROUNDING
 
 
-def _flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+def _flash(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool = False) -> tuple[Tensor, Tensor]:
+    """(out, row lse) of softmax attention by the fused CPU op; ``causal``: key j <= row i (impl.distributed's
+    read-out uses it for its diagonal blocks, with a positive scale: ``_readout.positive_scale``)."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
     return out, lse
 
 
 def _flash_backward(d_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                    scale: float) -> tuple[Tensor, Tensor, Tensor]:
+                    scale: float, causal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        d_out, q, k, v, out, lse, 0.0, False, scale=scale)
+        d_out, q, k, v, out, lse, 0.0, causal, scale=scale)
     return dq, dk, dv
 
 
@@ -159,11 +167,14 @@ class _MatmulChunk:
     """Chunk rows [s, e) against keys j < e as one explicit [c, e] score block: any device, any write kernel.
 
     kappa_1 and its score gradient come from the write-kernel record (``impl._write_kernels``); the softmax is
-    normalised by dividing by the row sum, and the backward recomputes P exactly as the forward did (no lse)."""
+    normalised by dividing by the row sum, and the backward recomputes P exactly as the forward did (no lse).
+    Except for rows whose softmax normaliser also covers keys before this sequence (``_u_forward``'s ``prefix``,
+    impl.distributed): their saved whole-row lse gives P = exp(S - lse), and their row term dO . r."""
 
     def __init__(self, w: Tensor, k: Tensor, kernel: str, scale: float, s: int, e: int) -> None:
         self.w_c, self.k, self.scale, self.s, self.e = w[:, :, s:e], k, scale, s, e
         self.kernel = get_write_kernel(kernel)
+        self.outside_keys = False
         self.mask = _strict_mask(e - s, e, s, w.device)
         self.scores = torch.matmul(self.w_c, k[:, :, :e].transpose(-1, -2)).mul_(scale)
 
@@ -174,23 +185,38 @@ class _MatmulChunk:
         acc = torch.matmul(P[..., :s], u[:, :, :s]) if s > 0 else None
         return P[..., s:], acc, None
 
+    def row_lse(self) -> Tensor:
+        """The row log-sum-exp of the admissible scores (-inf for a row with none): the softmax normaliser of this
+        block's P, for merging it with keys before this sequence (``_merge_prefix``)."""
+        return torch.logsumexp(self.scores.masked_fill(self.mask, _NEG_INF), dim=-1)
+
     def probs_for_backward(self, lse_c: Tensor | None) -> Tensor:
-        """P [.., c, e], recomputed from the scores exactly as in the forward."""
-        return self.kernel.weights(self.scores, self.mask)
+        """P [.., c, e], recomputed from the scores exactly as in the forward; given the whole-row ``lse_c``
+        (softmax with keys before this sequence), exp(S - lse_c) instead."""
+        if lse_c is None:
+            return self.kernel.weights(self.scores, self.mask)
+        self.outside_keys = True
+        return torch.exp(self.scores - lse_c[..., None]).masked_fill_(self.mask, 0.0)
 
     def diagonal(self, P: Tensor) -> Tensor:
         """The in-chunk block P_in of ``probs_for_backward``'s P."""
         return P[..., self.s:]
 
-    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor) -> None:
-        """Accumulate this chunk's score gradients into dw, dk and the earlier values' gradient into g[:, :, :s]."""
+    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor,
+                 straight_through: bool = False) -> None:
+        """Accumulate this chunk's score gradients into dw, dk and the earlier values' gradient into g[:, :, :s].
+        ``straight_through`` (round kernel): the linear kernel's score gradient at the rounded forward."""
         s, e = self.s, self.e
         if s > 0:
             g[:, :, :s] += torch.matmul(P[..., :s].transpose(-1, -2), d_out)
-        if self.kernel.score_grad is None:
+        score_grad = _score_grad(self.kernel.name, straight_through)
+        if score_grad is None:  # kappa_1' = 0 almost everywhere (round)
             return
         dP = torch.matmul(d_out, u[:, :, :e].transpose(-1, -2))
-        dS = self.kernel.score_grad(P, dP, self.mask).mul_(self.scale)
+        if self.outside_keys:  # softmax over keys beyond this block: the row term is the whole row's dO . r
+            dS = (P * (dP - (d_out * r_c).sum(-1, keepdim=True))).mul_(self.scale)
+        else:
+            dS = score_grad(P, dP, self.mask).mul_(self.scale)
         dw[:, :, s:e] += torch.matmul(dS, self.k[:, :, :e])
         dk[:, :, :e] += torch.matmul(dS.transpose(-1, -2), self.w_c)
 
@@ -229,9 +255,11 @@ class _FlashChunk:
     def diagonal(self, P: Tensor) -> Tensor:
         return P
 
-    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor) -> None:
+    def backward(self, u: Tensor, r_c: Tensor, d_out: Tensor, dw: Tensor, dk: Tensor, g: Tensor, P: Tensor,
+                 straight_through: bool = False) -> None:
         """Accumulate the in-chunk block's score gradients into dw and dk. Softmax's normaliser term is the row's
-        dO . r over *all* its earlier keys (r = P u is the whole row's write output), not over this block alone."""
+        dO . r over *all* its earlier keys (r = P u is the whole row's write output), not over this block alone.
+        (Only softmax and exp take this path, so ``straight_through``, a round-kernel option, never applies.)"""
         s, e = self.s, self.e
         dP = torch.matmul(d_out, u[:, :, s:e].transpose(-1, -2))
         dS = P * (dP - (d_out * r_c).sum(-1)[..., None]) if self.kernel == "softmax" else P * dP
@@ -241,6 +269,13 @@ class _FlashChunk:
 
 
 _Chunk = _MatmulChunk | _FlashChunk
+ScoreGrad = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+
+def _score_grad(kernel: str, straight_through: bool) -> ScoreGrad | None:
+    """kappa_1's score gradient (None: zero almost everywhere); with ``straight_through`` (round) the linear
+    kernel's, i.e. round' taken as 1: the straight-through estimator."""
+    return get_write_kernel("linear" if straight_through else kernel).score_grad
 
 
 def _chunk(flash: bool, w: Tensor, k: Tensor, kernel: str, scale: float, s: int, e: int) -> _Chunk:
@@ -259,22 +294,52 @@ def _solve_unit_lower(A: Tensor, rhs: Tensor, *, transpose: bool) -> Tensor:
     return x_t.transpose(-1, -2)
 
 
+def _merge_prefix(P_in: Tensor, acc: Tensor | None, lse: Tensor | None, prefix_acc: Tensor,
+                  prefix_lse: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(P_in, acc, lse) of one chunk with an earlier segment's contribution to its rows merged in.
+
+    ``prefix_acc`` [.., c, V] is that segment's sum_j kappa_1(w_t, k_j) u_j for the linear, round and exp kernels
+    (added to acc); for softmax it is the segment's normalised output and ``prefix_lse`` [.., c] its row
+    log-sum-exp (finite: the segment has keys), merged by the online-softmax rule: lse' = logaddexp(lse, lse_pre),
+    P_in' = P_in exp(lse - lse'), acc' = acc exp(lse - lse') + prefix_acc exp(lse_pre - lse'). The scale factors are
+    at most 1, so nothing the merged normaliser needs can underflow that did not already. ``P_in`` is overwritten.
+    """
+    if prefix_lse is None:
+        return P_in, prefix_acc if acc is None else acc + prefix_acc, lse
+    assert lse is not None
+    merged = torch.logaddexp(lse, prefix_lse)
+    own = torch.exp(lse - merged)[..., None]
+    from_prefix = prefix_acc * torch.exp(prefix_lse - merged)[..., None]
+    return P_in.mul_(own), from_prefix if acc is None else torch.addcmul(from_prefix, acc, own), merged
+
+
 def _u_forward(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int,
-               for_backward: bool = True, flash: bool | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+               for_backward: bool = True, flash: bool | None = None,
+               prefix: tuple[Tensor, Tensor | None] | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """u, r = P u (the write-attention output) and the row lse (flash path, softmax) for [B, H, T, *] inputs.
 
     r and lse are what the backward needs; without ``for_backward`` they are not computed (None). ``flash``: which
     chunk algorithm; None: ``_flash_path`` of these inputs (the callers decide once per call and pass it, so the
-    forward and the backward of one call agree).
+    forward and the backward of one call agree). ``prefix``: the contribution of keys *before* this sequence
+    (``_merge_prefix``'s (prefix_acc, prefix_lse) for all T rows), as impl.distributed passes for a later shard;
+    r and lse (then saved on both paths for softmax) cover those keys too, which is all ``_u_backward`` needs to
+    give this sequence's pairs their exact gradients.
     """
     flash = _flash_path(w, k, v, kernel, scale) if flash is None else flash
     T = w.shape[2]
     u = torch.empty_like(v)
     r = torch.empty_like(v) if for_backward else None
-    lse = torch.empty_like(beta) if flash and kernel == "softmax" and for_backward else None
+    saves_lse = kernel == "softmax" and for_backward and (flash or prefix is not None)
+    lse = torch.empty_like(beta) if saves_lse else None
     for s in range(0, T, chunk_size):
         e = min(s + chunk_size, T)
-        P_in, acc, lse_c = _chunk(flash, w, k, kernel, scale, s, e).forward(u)
+        chunk = _chunk(flash, w, k, kernel, scale, s, e)
+        P_in, acc, lse_c = chunk.forward(u)
+        if prefix is not None:
+            if isinstance(chunk, _MatmulChunk) and kernel == "softmax":
+                lse_c = chunk.row_lse()
+            P_in, acc, lse_c = _merge_prefix(P_in, acc, lse_c, prefix[0][:, :, s:e],
+                                             None if prefix[1] is None else prefix[1][:, :, s:e])
         beta_c = beta[:, :, s:e, None]
         rhs = v[:, :, s:e] if acc is None else torch.addcmul(v[:, :, s:e], beta_c, acc, value=-1.0)
         u_c = _solve_unit_lower(beta_c * P_in if for_backward else P_in.mul_(beta_c), rhs, transpose=False)
@@ -322,8 +387,8 @@ class _FlashColumns:
 
 
 def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r: Tensor, lse: Tensor | None,
-                kernel: str, scale: float, chunk_size: int,
-                flash: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                kernel: str, scale: float, chunk_size: int, flash: bool | None = None,
+                straight_through: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dw, dk, dv, dbeta) by the reverse chunk walk; ``flash`` as in ``_u_forward`` (it must be the forward's)."""
     flash = _flash_path(w, k, u, kernel, scale) if flash is None else flash
     T = w.shape[2]
@@ -347,12 +412,12 @@ def _u_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, r
         d_out = -beta_c * X
         if columns is not None:
             columns.d_out[:, :, s:e] = d_out
-        block.backward(u, r_c, d_out, dw, dk, g, P)
+        block.backward(u, r_c, d_out, dw, dk, g, P, straight_through)
     return dw, dk, dv, dbeta
 
 
 def _u_dense_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Tensor, kernel: str,
-                      scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                      scale: float, straight_through: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dw, dk, dv, dbeta) by differentiable [T, T] torch ops: the backward under create_graph=True.
 
     The same formulas as the chunked backward (impl/README.md) on the whole matrix: X = M^-T G with
@@ -366,10 +431,11 @@ def _u_dense_backward(grad_u: Tensor, w: Tensor, k: Tensor, u: Tensor, beta: Ten
     M = torch.eye(T, dtype=w.dtype, device=w.device) + beta[..., None] * P
     X = torch.linalg.solve_triangular(M.transpose(-1, -2), grad_u, upper=True, unitriangular=True)
     dbeta = -(X * torch.matmul(P, u)).sum(-1)
-    if kappa.score_grad is None:
+    score_grad = _score_grad(kernel, straight_through)
+    if score_grad is None:
         return torch.zeros_like(w), torch.zeros_like(k), X, dbeta
     d_out = -beta[..., None] * X
-    dS = kappa.score_grad(P, torch.matmul(d_out, u.transpose(-1, -2)), mask) * scale
+    dS = score_grad(P, torch.matmul(d_out, u.transpose(-1, -2)), mask) * scale
     return torch.matmul(dS, k), torch.matmul(dS.transpose(-1, -2), w), X, dbeta
 
 
@@ -379,31 +445,33 @@ class DeltaFormerU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float,
-                chunk_size: int) -> Tensor:
+                chunk_size: int, straight_through: bool = False) -> Tensor:
         flash = _flash_path(w, k, v, kernel, scale)
         u, r, lse = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size,
                                              flash=flash), w, k, v, beta)
         assert u is not None
         ctx.save_for_backward(w, k, u, beta, r, lse)
-        ctx.options = (kernel, scale, chunk_size, flash)
+        ctx.options = (kernel, scale, chunk_size, flash, straight_through)
         return u
 
     @staticmethod
     def backward(ctx: Any, grad_u: Tensor) -> tuple[Tensor | None, ...]:
         w, k, u, beta, r, lse = ctx.saved_tensors
-        kernel, scale, chunk_size, flash = ctx.options
+        kernel, scale, chunk_size, flash, straight_through = ctx.options
         if torch.is_grad_enabled():
-            return *_u_dense_backward(grad_u, w, k, u, beta, kernel, scale), None, None, None
-        grads = over_head_groups(partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size, flash=flash),
+            return *_u_dense_backward(grad_u, w, k, u, beta, kernel, scale, straight_through), None, None, None, None
+        grads = over_head_groups(partial(_u_backward, kernel=kernel, scale=scale, chunk_size=chunk_size, flash=flash,
+                                         straight_through=straight_through),
                                  grad_u.contiguous(), w, k, u, beta, r, lse)
-        return *grads, None, None, None
+        return *grads, None, None, None, None
 
 
-def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int) -> Tensor:
+def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: float, chunk_size: int,
+            straight_through: bool = False) -> Tensor:
     """DF.4 with autograd when a gradient can flow; otherwise the forward alone, without r and lse."""
     if torch.is_grad_enabled() and any(x.requires_grad for x in (w, k, v, beta)):
         out: Tensor = DeltaFormerU.apply(  # type: ignore[no-untyped-call]
-            w, k, v, beta, kernel, scale, chunk_size)
+            w, k, v, beta, kernel, scale, chunk_size, straight_through)
         return out
     flash = _flash_path(w, k, v, kernel, scale)
     u = over_head_groups(partial(_u_forward, kernel=kernel, scale=scale, chunk_size=chunk_size, flash=flash,
@@ -413,18 +481,18 @@ def _u_bhtd(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, kernel: str, scale: f
 
 
 def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str, scale: float,
-                  chunk_size: int | None, cu_seqlens: Tensor | None) -> Tensor:
+                  chunk_size: int | None, cu_seqlens: Tensor | None, straight_through: bool = False) -> Tensor:
     """Torch backend of ``impl.deltaformer_u``: w, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] -> u [B, T, H, V].
 
     Implements spec.deltaformer.deltaformer_u (DF.1) per (batch, head) by the chunked form DF.4. ``chunk_size``
-    None: ``default_chunk_size``.
+    None: ``default_chunk_size``. ``straight_through`` (round kernel): the backward takes round' = 1.
     """
     chunk = default_chunk_size(w.device) if chunk_size is None else chunk_size
     dtype = compute_dtype(v.dtype)
 
     def run(w_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         u = _u_bhtd(to_bhtd(w_, dtype), to_bhtd(k_, dtype), to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    scale, chunk)
+                    scale, chunk, straight_through)
         return from_bhtd(u, v.dtype)
 
     return varlen_map(run, cu_seqlens, w, k, v, beta)
@@ -432,7 +500,7 @@ def deltaformer_u(w: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, kernel: str,
 
 def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: str, kernel: str,
                      write_scale: float, read_scale: float, chunk_size: int | None,
-                     cu_seqlens: Tensor | None) -> Tensor:
+                     cu_seqlens: Tensor | None, straight_through: bool = False) -> Tensor:
     """Torch backend of ``impl.deltaformer_attn``: o = causal_softmax(read_scale Q K^T) U, U from DF.4 with
     ``write_scale`` in kappa_1.
 
@@ -445,7 +513,7 @@ def deltaformer_attn(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *, write: st
     def run(q_: Tensor, k_: Tensor, v_: Tensor, beta_: Tensor) -> Tensor:
         qb, kb = to_bhtd(q_, dtype), to_bhtd(k_, dtype)
         u = _u_bhtd(qb if write == "q" else kb, kb, to_bhtd(v_, dtype), to_bhtd(beta_, dtype), kernel,
-                    write_scale, chunk)
+                    write_scale, chunk, straight_through)
         values, correction = split_nonfinite(u, dim=2)
         o = causal_softmax_attention(qb, kb, values, read_scale)
         return from_bhtd(o if correction is None else o + correction, v.dtype)

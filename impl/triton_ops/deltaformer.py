@@ -378,8 +378,8 @@ class _DeltaFormerU(torch.autograd.Function):
         kernel, scale, chunk_size = ctx.options
         do, dv, dbeta, D = u_walk(grad_u.contiguous(), w, k, beta, r, lse, kernel=kernel, scale=scale,
                                  chunk_size=chunk_size, cu_seqlens=cu_seqlens, dv_dtype=u.dtype)
-        if kernel == "round":
-            # round has zero derivative almost everywhere: only dv and dbeta flow
+        if not _write_kernels.get(kernel).has_score_grad:
+            # kappa_1 has zero derivative almost everywhere (round): only dv and dbeta flow
             return torch.zeros_like(w), torch.zeros_like(k), dv, dbeta, None, None, None, None
         opts: dict[str, Any] = {"kernel": kernel, "write": True, "scale": scale, "cu_seqlens": cu_seqlens,
                                 "add": None}
@@ -412,7 +412,7 @@ class _DeltaFormerAttn(torch.autograd.Function):
         write, kernel, write_scale, read_scale, chunk_size = ctx.options
         do = grad_o.to(u.dtype).contiguous()
         adt = acc_dtype(u.dtype)
-        final = kernel == "round"  # no write-similarity passes follow the read-out's
+        final = not _write_kernels.get(kernel).has_score_grad  # no write-similarity passes follow the read-out's
         delta = rowdot(do, o)
         read: dict[str, Any] = {"kernel": "softmax", "write": False, "scale": read_scale, "cu_seqlens": cu_seqlens,
                                 "add": None}
@@ -499,7 +499,7 @@ def _bwd_variants(D: int, p: str, base: dict[str, Any], kernel: str | None) -> l
                            "do": p, "dv": p, "dbeta": p, "D": "*fp32", "part": "*fp32", **tail, "C": "i32",
                            "i_c": "i32", "N": "i32", "NS_READ": "i32", "KS": "i32", "NSMAX": "i32"},
                           {**solve, "V": D, "BV": _full_v(D), **cfg.blocks}, cfg.num_warps, cfg.num_stages))
-    if kernel != "round":
+    if _write_kernels.get(kernel).has_score_grad:
         out.extend(_bwd_attn_variants(D, p, {**attn_sig, **tail}, {**bwd, "KERNEL": kernel, "WRITE": True}))
     return out
 

@@ -116,6 +116,65 @@ def _deltanet_fails(profile: Profile) -> Outcome:
                           "n = 2 d_k, chance 1/n): " + ", ".join(f"{k}: {v:.4f}" for k, v in best.items()))
 
 
+def _softmax_read_tau(mu: float, length: int, u_max: float) -> float:
+    """The read's inverse temperature: tau (1 - mu) = ln(2 L u_max) + 1, one nat above the bound of SWAP.15.
+
+    Bound (docs/derivations/swap.md, section 11): Z o(p) = e^tau c_p + r with c_p one-hot and
+    |r| <= (L - 1) u_max e^(tau mu) entrywise, so the true object wins the argmax when e^tau > 2 L u_max e^(tau mu).
+    """
+    return (float(np.log(2 * length * u_max)) + 1.0) / (1.0 - mu)
+
+
+def _softmax_reads_every_prefix(codes: Array, task: sw.SwapTask, stride: int) -> tuple[int, int, float]:
+    """(wrong decodes, reads, smallest relative margin) of the softmax-read tracker over every box after every
+    ``stride``-th swap (and after the last one).
+
+    The margin of a read is (o[true] - max_{other} o) / o[true]; it is > 0 exactly when the decode is right.
+    """
+    n, T = task.n, task.swaps.shape[0]
+    K, U = sw.softmax_tracker_u(codes, task.swaps)
+    tau = _softmax_read_tau(float(sw.code_coherence(codes)), K.shape[0], float(np.abs(U).max()))
+    wrong, margin = 0, np.inf
+    prefixes = sorted({*range(0, T + 1, stride), T})
+    for t in prefixes:
+        reads = sw.softmax_tracker_read(codes, K[:n + 4 * t], U[:n + 4 * t], tau=tau)
+        truth = task.permutations[t]
+        true_value = reads[np.arange(n), truth]
+        others = reads.copy()
+        others[np.arange(n), truth] = -np.inf
+        gap = true_value - others.max(axis=1)
+        relative = np.divide(gap, true_value, out=np.full(n, -np.inf), where=true_value > 0)
+        margin = min(margin, float(relative.min()))
+        wrong += int((sw.decode_objects(reads) != truth).sum())
+    return wrong, n * len(prefixes), margin
+
+
+def _softmax_read_tracking(profile: Profile) -> Outcome:
+    """C8d: the softmax-read tracker decodes every box after every 4th swap (every swap with ``--thorough``),
+    n = 2 d_k = 128; the same softmax read over the round tracker's cache (difference keys, SWAP.10) does not."""
+    d_k = 64
+    n = 2 * d_k
+    codes = sw.hadamard_codes(d_k)
+    wrong = total = 0
+    margin = np.inf
+    contrast = []
+    stride = 4 if profile.samples == 1 else 1
+    for i in range(profile.samples):
+        task = sw.swap_task(n, _SWAPS_PER_OBJECT * n, seed=profile.seed + 8300 + i)
+        w, t, m = _softmax_reads_every_prefix(codes, task, stride)
+        wrong, total, margin = wrong + w, total + t, min(margin, m)
+        K, U = sw.round_tracker_u(codes, task.swaps)
+        tau = _softmax_read_tau(float(sw.code_coherence(codes)), K.shape[0], float(np.abs(U).max()))
+        reads = sw.softmax_tracker_read(codes, K, U, tau=tau)
+        contrast.append(float(np.mean(sw.decode_objects(reads) == task.permutations[-1])))
+    return Outcome(measured=float(wrong), bound=0.0, passed=wrong == 0 and margin > 0,
+                   detail=f"wrong decodes out of {total} (d_k = {d_k}, n = {n}, {profile.samples} x T = {2 * n}, "
+                          f"every box after every {'' if stride == 1 else f'{stride}th '}swap); smallest relative "
+                          f"margin {margin:.9f} (> 0: right); the same softmax "
+                          f"read over SWAP.10's cache (keys e_a - e_b) decodes "
+                          f"{', '.join(f'{c:.2f}' for c in contrast)} of the boxes after the last swap")
+
+
 def _integer_codes(codes: Array) -> tuple[Array, int]:
     """(Z, r) with Z = r codes integer-valued, r = sqrt(d_k): exact for the identity + Hadamard codes at d_k = r^2."""
     r = math.isqrt(codes.shape[1])
@@ -238,6 +297,15 @@ CHECKS = (
           spec_functions=("spec.swap_tracking.hadamard_codes", "spec.swap_tracking.code_coherence",
                           "spec.swap_tracking.round_scale", "spec.swap_tracking.round_margin"),
           run=_coherence_is_what_the_construction_needs),
+    Check(id="C8d", claim="One DeltaFormer layer with the round write kernel and the softmax read-out (kappa_2), "
+                          "write vectors w != k (the public code's w = q) and 4 tokens per swap, tracks n = 2 d_k = "
+                          "128 objects at d_k = 64: every box decoded right after every 4th swap of T = 2n (every swap "
+                          "with --thorough)",
+          provenance="derived",
+          evidence="measured",
+          spec_functions=("spec.swap_tracking.softmax_tracker_tokens", "spec.swap_tracking.softmax_tracker_u",
+                          "spec.swap_tracking.softmax_tracker_read", "spec.deltaformer.deltaformer_u"),
+          run=_softmax_read_tracking),
 )
 
 FIGURES = (

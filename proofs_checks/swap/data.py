@@ -21,6 +21,7 @@ tracking any state; a model only shows state tracking where it beats the shortcu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +31,11 @@ from torch import Tensor
 
 from spec.swap_tracking import swap_task, swap_task_batch
 
-__all__ = ["SPLITS", "SwapData", "make_data", "one_hop_predictions", "scored_positions"]
+__all__ = ["SPLITS", "Batch", "SwapData", "make_data", "one_hop_predictions", "scored_positions", "train_batches"]
 
 Ints = npt.NDArray[np.int64]
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]
+"""(a, b, query, target), each [B, T] int64."""
 
 SPLITS = {"train": 0, "eval": 1}
 """Data splits; each draws its sequences from its own seed stream, so evaluation sequences are held out."""
@@ -77,20 +80,22 @@ def _from_swaps(n: int, swaps: Ints, permutations: Ints, rng: np.random.Generato
     return SwapData(n=n, a=swaps[..., 0].copy(), b=swaps[..., 1].copy(), query=query, target=target)
 
 
-def make_data(n: int, count: int, length: int, *, seed: int, split: str) -> SwapData:
+def make_data(n: int, count: int, length: int, *, seed: int, split: str, block: int | None = None) -> SwapData:
     """``count`` sequences of ``length`` swaps among ``n`` boxes, deterministic in (seed, n, length, split).
 
     ``split="eval"`` (held-out): sequence i is ``spec.swap_tracking.swap_task(n, length, seed=s_i)`` verbatim,
     s_i from ``numpy.random.SeedSequence([seed, n, length, 1])``. ``split="train"``: the same distribution drawn
     as one batch by ``spec.swap_tracking.swap_task_batch`` (SWAP.2b, seed [seed, n, length, 0]), vectorised over
     sequences, because ``swap_task`` builds each permutation in a Python loop (about 2.5 ms per 16-swap sequence on
-    this shared machine, 30 s for one model's training data). Queries come from a separate stream.
+    this shared machine, 30 s for one model's training data). Queries come from a separate stream. ``block``
+    (an int) appends itself to the seed key, for data drawn in independent blocks (``train_batches``); block 0
+    (or None) uses the key alone.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     if count < 1 or length < 1:
         raise ValueError(f"count and length must be >= 1, got count = {count}, length = {length}")
-    key = [seed, n, length, SPLITS[split]]
+    key = [seed, n, length, SPLITS[split], *([] if not block else [block])]
     query_rng = np.random.default_rng([*key, 7])
     if split == "train":
         swaps, permutations = swap_task_batch(n, length, count, seed=key)
@@ -103,6 +108,25 @@ def make_data(n: int, count: int, length: int, *, seed: int, split: str) -> Swap
         swaps[i] = task.swaps
         permutations[i] = task.permutations[1:]
     return _from_swaps(n, swaps, permutations, query_rng)
+
+
+BLOCK_TOKENS = 1 << 18
+"""Training tokens drawn per block by ``train_batches`` (its permutations take BLOCK_TOKENS * n * 8 bytes)."""
+
+
+def train_batches(n: int, length: int, batch: int, steps: int, *, seed: int) -> Iterator[Batch]:
+    """``steps`` batches of ``batch`` fresh training sequences of ``length`` swaps, drawn lazily in blocks.
+
+    Block i is ``make_data(n, count, length, seed=seed, split="train", block=i)`` with count a multiple of
+    ``batch`` near BLOCK_TOKENS / length sequences, so memory stays bounded however long the run is. A run that
+    fits one block gets exactly ``make_data(n, steps * batch, length, ...)``, sliced in order.
+    """
+    per_block = max(1, BLOCK_TOKENS // (length * batch))
+    for block, first in enumerate(range(0, steps, per_block)):
+        count = min(per_block, steps - first)
+        data = make_data(n, count * batch, length, seed=seed, split="train", block=block)
+        for i in range(count):
+            yield data.tensors(slice(i * batch, (i + 1) * batch))
 
 
 def scored_positions(length: int) -> slice:

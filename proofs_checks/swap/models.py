@@ -24,7 +24,12 @@ Mixers (every sequence op is ``impl``'s; this module only holds projections):
   stay raw.
   The round kernel's derivative is 0 almost everywhere; the impl's backward passes no gradient through the
   rounded write scores, so the key projection and gain learn only through the softmax read-out, while v, beta,
-  q and the read-out learn as usual (no straight-through estimator).
+  q and the read-out learn as usual. ``deltaformer-round-ste`` is the same model trained with a straight-through
+  estimator (``impl``'s ``straight_through=True``: round' taken as 1, so the keys also learn through the write
+  scores; [derived]: our choice, the paper's treatment of the round kernel's gradient is not known to us).
+
+``head_dim`` (default width / heads) sets the head size d_k = d_v of every mixer; the residual width stays
+``width``. The beyond-d_k preset uses it to give every model a small key dimension.
 """
 
 from __future__ import annotations
@@ -37,12 +42,22 @@ from torch.nn import functional
 
 import impl
 
-__all__ = ["DELTAFORMER_KERNELS", "MODEL_NAMES", "DivergedError", "ModelConfig", "SwapModel"]
+__all__ = ["DEFAULT_MODELS", "DELTAFORMER_KERNELS", "MODEL_NAMES", "DivergedError", "ModelConfig", "SwapModel",
+           "model_kernel"]
 
-DELTAFORMER_KERNELS = ("softmax", "exp", "linear", "round")
+DELTAFORMER_KERNELS = ("softmax", "exp", "linear", "round", "round-ste")
+"""DeltaFormer write kernels of the sweep; "round-ste" is the round kernel trained with a straight-through
+estimator."""
 DELTANET_BETAS = ("sigmoid", "sigmoid2")
 MODEL_NAMES = ("transformer", "deltanet", *(f"deltaformer-{kernel}" for kernel in DELTAFORMER_KERNELS))
 """The model names of the sweep, in table order."""
+DEFAULT_MODELS = MODEL_NAMES[:-1]
+"""The models of the default sweep (issue 6's six; the straight-through round kernel is opt-in)."""
+
+
+def model_kernel(name: str) -> str | None:
+    """The DeltaFormer write kernel of a model name ("round-ste" for the straight-through round), None otherwise."""
+    return name.removeprefix("deltaformer-") if name.startswith("deltaformer-") else None
 
 
 class DivergedError(RuntimeError):
@@ -60,30 +75,40 @@ class ModelConfig:
     heads: int = 1
     deltaformer_beta: str = "sigmoid2"
     deltanet_beta: str = "sigmoid"
+    head_dim: int | None = None
 
     def __post_init__(self) -> None:
-        if self.width < 1 or self.layers < 1 or self.heads < 1 or self.width % self.heads:
-            raise ValueError(f"width, layers, heads must be positive with heads dividing width, got {self}")
+        if self.width < 1 or self.layers < 1 or self.heads < 1:
+            raise ValueError(f"width, layers, heads must be positive, got {self}")
+        if self.head_dim is None and self.width % self.heads:
+            raise ValueError(f"heads must divide width when head_dim is not given, got {self}")
+        if self.head_dim is not None and self.head_dim < 1:
+            raise ValueError(f"head_dim must be positive, got {self.head_dim}")
         if self.deltaformer_beta not in impl.layers.BETA_MODES:
             raise ValueError(f"deltaformer_beta must be one of {impl.layers.BETA_MODES}, got {self.deltaformer_beta!r}")
         if self.deltanet_beta not in DELTANET_BETAS:
             raise ValueError(f"deltanet_beta must be one of {DELTANET_BETAS}, got {self.deltanet_beta!r}")
 
+    @property
+    def d_k(self) -> int:
+        """The head size (keys, queries and values)."""
+        return self.head_dim if self.head_dim is not None else self.width // self.heads
+
 
 class _Mixer(nn.Module):
     """Projections to heads around one sequence op; subclasses implement ``mix`` on [B, T, H, D] tensors."""
 
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, head_dim: int) -> None:
         super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width, bias=False)
-        self.out = nn.Linear(width, width, bias=False)
+        self.heads, self.head_dim = heads, head_dim
+        self.qkv = nn.Linear(width, 3 * heads * head_dim, bias=False)
+        self.out = nn.Linear(heads * head_dim, width, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, T, width = x.shape
-        q, k, v = (t.contiguous() for t in self.qkv(x).view(B, T, 3, self.heads, width // self.heads).unbind(2))
+        B, T, _ = x.shape
+        q, k, v = (t.contiguous() for t in self.qkv(x).view(B, T, 3, self.heads, self.head_dim).unbind(2))
         o = self.mix(x, q, k, v)
-        out: Tensor = self.out(o.reshape(B, T, width))
+        out: Tensor = self.out(o.reshape(B, T, self.heads * self.head_dim))
         return out
 
     def mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -98,8 +123,8 @@ class _SoftmaxMixer(_Mixer):
 
 
 class _DeltaNetMixer(_Mixer):
-    def __init__(self, width: int, heads: int, beta_range: float) -> None:
-        super().__init__(width, heads)
+    def __init__(self, width: int, heads: int, head_dim: int, beta_range: float) -> None:
+        super().__init__(width, heads, head_dim)
         self.beta = nn.Linear(width, heads)
         self.beta_range = beta_range
 
@@ -110,20 +135,24 @@ class _DeltaNetMixer(_Mixer):
         return result
 
 
-def _deltaformer_layer(width: int, heads: int, kernel: str, beta_mode: str) -> nn.Module:
-    """``impl.DeltaFormerAttention`` (write vector k) with unit keys times a learnable per-head gain."""
-    return impl.DeltaFormerAttention(width, heads, write="k", kernel=kernel, beta_mode=beta_mode, key_norm=True)
+def _deltaformer_layer(config: ModelConfig, kernel: str) -> nn.Module:
+    """``impl.DeltaFormerAttention`` (write vector k) with unit keys times a learnable per-head gain; "round-ste"
+    is the round kernel with the straight-through backward (torch backend, the only one that has it)."""
+    ste = kernel == "round-ste"
+    return impl.DeltaFormerAttention(config.width, config.heads, config.d_k, write="k",
+                                     kernel="round" if ste else kernel, beta_mode=config.deltaformer_beta,
+                                     key_norm=True, straight_through=ste, backend="torch" if ste else "auto")
 
 
 def _mixer(name: str, config: ModelConfig) -> nn.Module:
-    width, heads = config.width, config.heads
+    width, heads, head_dim = config.width, config.heads, config.d_k
     if name == "transformer":
-        return _SoftmaxMixer(width, heads)
+        return _SoftmaxMixer(width, heads, head_dim)
     if name == "deltanet":
-        return _DeltaNetMixer(width, heads, beta_range=2.0 if config.deltanet_beta == "sigmoid2" else 1.0)
-    kernel = name.removeprefix("deltaformer-")
-    if name.startswith("deltaformer-") and kernel in DELTAFORMER_KERNELS:
-        return _deltaformer_layer(width, heads, kernel, config.deltaformer_beta)
+        return _DeltaNetMixer(width, heads, head_dim, beta_range=2.0 if config.deltanet_beta == "sigmoid2" else 1.0)
+    kernel = model_kernel(name)
+    if kernel is not None and kernel in DELTAFORMER_KERNELS:
+        return _deltaformer_layer(config, kernel)
     raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
 
 
