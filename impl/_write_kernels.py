@@ -48,11 +48,12 @@ def _softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def _softmax_grad(P: Tensor, dP: Tensor, mask: Tensor | None) -> Tensor:
+    dP = _masked(dP, mask)  # masked dP entries may be +-inf (dO_t . u_j for j >= t overflows): never form 0 * inf
     return P * (dP - (P * dP).sum(-1, keepdim=True))
 
 
 def _exp_grad(P: Tensor, dP: Tensor, mask: Tensor | None) -> Tensor:
-    return P * dP
+    return P * _masked(dP, mask)  # as in _softmax_grad: P = 0 there, but dP may be infinite
 
 
 def _linear_grad(P: Tensor, dP: Tensor, mask: Tensor | None) -> Tensor:

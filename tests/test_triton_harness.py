@@ -18,7 +18,7 @@ import torch
 
 import impl
 from impl.triton_ops._runtime import interpreting
-from proofs_checks.differential.runner import run
+from proofs_checks.differential import run
 
 
 @pytest.mark.skipif(not interpreting() and not torch.cuda.is_available(),

@@ -145,7 +145,7 @@ def test_triton_recurrent_backend_passes_the_public_differential_harness_with_gr
 
 
 def impl_run(fn: Any, op: str) -> Any:
-    from proofs_checks.differential.runner import run
+    from proofs_checks.differential import run
 
     return run(fn, op, examples=3, seed=0, dtypes=("float64", "float32"), grads=True, max_t=40, long_t=60,
                shrink=False)

@@ -214,6 +214,7 @@ class _MatmulChunk:
             return
         dP = torch.matmul(d_out, u[:, :, :e].transpose(-1, -2))
         if self.outside_keys:  # softmax over keys beyond this block: the row term is the whole row's dO . r
+            dP.masked_fill_(self.mask, 0.0)  # dO_t . u_j for j >= t may overflow; P is 0 there: no 0 * inf
             dS = (P * (dP - (d_out * r_c).sum(-1, keepdim=True))).mul_(self.scale)
         else:
             dS = score_grad(P, dP, self.mask).mul_(self.scale)
@@ -261,7 +262,9 @@ class _FlashChunk:
         dO . r over *all* its earlier keys (r = P u is the whole row's write output), not over this block alone.
         (Only softmax and exp take this path, so ``straight_through``, a round-kernel option, never applies.)"""
         s, e = self.s, self.e
-        dP = torch.matmul(d_out, u[:, :, s:e].transpose(-1, -2))
+        # dO_t . u_j for j >= t (above P's support) may overflow although every exact gradient is finite: zero
+        # those entries before multiplying by P, never form 0 * inf = NaN.
+        dP = torch.matmul(d_out, u[:, :, s:e].transpose(-1, -2)).tril_(-1)
         dS = P * (dP - (d_out * r_c).sum(-1)[..., None]) if self.kernel == "softmax" else P * dP
         dS.mul_(self.scale)
         dw[:, :, s:e] += torch.matmul(dS, self.k[:, :, s:e])

@@ -309,14 +309,16 @@ def _probs(b_s, b_lse, m_s, KERNEL: tl.constexpr):
 
 @triton.jit
 def _score_grad(b_p, b_dp, b_D, m_s, KERNEL: tl.constexpr):
-    """dL/ds from dL/dP: softmax P (dP - D) (D = sum_j P dP per query row, broadcast), exp P dP, linear dP."""
+    """dL/ds from dL/dP: softmax P (dP - D) (D = sum_j P dP per query row, broadcast), exp P dP, linear dP; zero
+    outside the admissible mask m_s, selected rather than multiplied: dP = dO_t . u_j at a masked pair (j >= t) can
+    overflow to inf when u grows (exp write, beta = 1), and P = 0 there would make 0 * inf = NaN."""
     if KERNEL == "softmax":
         b_ds = b_p * (b_dp - b_D)
     elif KERNEL == "exp":
         b_ds = b_p * b_dp
     else:
-        b_ds = tl.where(m_s, b_dp, 0.0)
-    return b_ds
+        b_ds = b_dp
+    return tl.where(m_s, b_ds, 0.0)
 
 
 @triton.jit

@@ -11,7 +11,8 @@ gives, for every output entry, an interval [a, b] that contains the exact real r
   kernel's (``tolerances.normwise_error``).
 
 Default scales are the exact ones (1/sqrt(K) as an enclosure), so the float64 rounding of a scale counts as
-reference error. Each (sequence, head) runs the spec function of its op, as ``bridge`` does in float64.
+reference error. Each (sequence, head) runs the spec function of its op's record (``ops``), as ``bridge`` does in
+float64.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from proofs_checks.differential.bridge import run_spec, sequence_ranges
+from proofs_checks.differential.bridge import heads, run_spec
+from proofs_checks.differential.ops import record
 from proofs_checks.differential.strategies import Problem
-from spec import deltaformer as spec_df
 from spec import precision
-from spec import updates as spec_updates
 from spec._types import F64, Array
 
 __all__ = ["CERTIFIED_DPS", "CertifiedReference", "certify", "report"]
@@ -47,49 +47,21 @@ class CertifiedReference:
     reference_error: float
 
 
-def _read_scale(problem: Problem, like: Array) -> Any:
-    """The read-out / query scale: the problem's (a float64 number, exact) or an enclosure of 1/sqrt(K)."""
-    if problem.scale is None:
-        return spec_df.default_scale("softmax", problem.K, like)
-    return precision.scalar(problem.scale, like)
-
-
-def _head(problem: Problem, x: dict[str, Array], S0: Array | None) -> tuple[Array, Array | None]:
-    """The spec of ``problem.op`` on one head's interval inputs: (o [T, V], final state [K, V] or None)."""
-    op, v = problem.op, x["v"]
-    if op == "deltaformer_u":
-        return spec_df.deltaformer_u(x["w"], x["k"], v, x["beta"], kernel=problem.kernel, scale=problem.scale), None
-    if op == "deltaformer_attn":
-        return spec_df.deltaformer_attn(x["q"], x["k"], v, x["beta"], write=problem.write, kernel=problem.kernel,
-                                        scale=problem.scale), None
-    scale = _read_scale(problem, v)
-    if op == "softmax_attn":
-        return spec_df.causal_softmax_readout(x["q"], x["k"], v, scale), None
-    initial = precision.zeros((problem.V, problem.K), v) if S0 is None else S0.T
-    if op == "delta_rule":
-        o, S = spec_updates.deltanet_recurrent(scale * x["q"], x["k"], v, x["beta"], initial)
-    else:
-        o, S = spec_updates.linear_attention_recurrent(scale * x["q"], x["k"], v, initial)
-    return o, S.T
-
-
 def _enclosures(problem: Problem, arrays: dict[str, F64]) -> dict[str, Array]:
-    """The interval spec over every (sequence, head), in the impl layout (object arrays of intervals)."""
-    names = [name for name in problem.input_names if name != "initial_state"]
-    B, T, H = problem.B, problem.T, problem.H
-    outputs = {"o": np.empty((B, T, H, problem.V), dtype=object)}
-    ranges = sequence_ranges(T, B, problem.cu_seqlens)
-    if problem.op in ("delta_rule", "linear_attn"):
-        outputs["final_state"] = np.empty((len(ranges), H, problem.K, problem.V), dtype=object)
-    initial = arrays.get("initial_state")
-    for n, b, start, end in ranges:
-        for h in range(H):
-            x = {name: precision.to_interval(arrays[name][b, start:end, h]) for name in names}
-            S0 = None if initial is None else precision.to_interval(initial[n, h])
-            o, S = _head(problem, x, S0)
-            outputs["o"][b, start:end, h] = o
-            if S is not None:
-                outputs["final_state"][n, h] = S
+    """The interval spec over every (sequence, head), in the impl layout (object arrays of intervals): each head
+    runs its op's spec function (``ops``) on interval inputs, as ``bridge`` runs it in float64."""
+    op_record = record(problem.op)
+    outputs = {"o": np.empty((problem.B, problem.T, problem.H, problem.V), dtype=object)}
+    if op_record.stateful:
+        outputs["final_state"] = np.empty((len(problem.sequence_lengths()), problem.H, problem.K, problem.V),
+                                          dtype=object)
+    for head in heads(arrays, op_record.inputs, problem.cu_seqlens):
+        x = {name: precision.to_interval(value) for name, value in head.inputs.items()}
+        S0 = None if head.state is None else precision.to_interval(head.state)
+        o, S = op_record.spec(x, S0, **problem.options())
+        outputs["o"][head.b, head.rows, head.h] = o
+        if S is not None:
+            outputs["final_state"][head.n, head.h] = S
     return outputs
 
 
