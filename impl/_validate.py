@@ -65,9 +65,10 @@ def check_tensor(name: str, x: object, *, ndim: int, layout: str, dtype: torch.d
 
 
 def all_finite(x: Tensor) -> bool:
-    """True when x has no NaN or Inf: min and max both finite (NaN propagates through both; one pass)."""
+    """True when x has no NaN or Inf: min and max both finite (NaN propagates through both; one pass, one device
+    kernel: the two scalars are checked on the host)."""
     low, high = torch.aminmax(x)
-    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+    return math.isfinite(low.item()) and math.isfinite(high.item())
 
 
 def check_same_device(**tensors: Tensor | None) -> torch.device:

@@ -1,12 +1,18 @@
 """Ahead-of-time compile report for the Triton backend: ``python -m impl.kernel_report``.
 
 Compiles every kernel variant the launchers can request (``impl.triton_ops.*.aot_variants``: each kernel, each
-launch configuration per head dimension, fp16 and bf16, varlen) for sm_80 and sm_90a without a GPU, runs the
+launch configuration per head dimension, fp16 and bf16, varlen) for sm_80 and sm_90a (a variant of one tile
+family only for the architecture that launches it: ``AotVariant.archs``) without a GPU, runs the
 bundled ``ptxas -v`` on the PTX, and prints one row per (variant, arch): registers, spill bytes, shared memory and
 the tensor-core instructions found in the PTX (``mma.sync`` on sm_80, ``wgmma.mma_async`` or ``mma.sync`` on
 sm_90a). Exit status 1 if any variant fails to compile, spills, or has no tensor-core instruction.
 
-Options: ``--quick`` compiles a representative subset (head dims 64 and 256, bf16, the softmax write kernel: the
+Each variant is compiled with the specialisation Triton adds when it launches a kernel (``runtime_attrs``): pointer
+arguments 16-byte aligned (torch allocations are) and integer arguments that are not ``do_not_specialize`` multiples
+of 16, i.e. the divisibility hints that enable vectorised and asynchronous (cp.async / TMA-like) loads. Without them
+the figures are not those of the code that runs.
+
+Options: ``--quick`` compiles a representative subset (head dims 64 and 128, bf16, the softmax write kernel: the
 largest register footprint of the four write kernels in the full report; for linear attention / the delta rule, the
 delta rule's variants, whose DELTA=True kernels are supersets of the linear-attention ones);
 ``--jobs N`` worker processes (default 2); ``--only SUBSTRING`` filters kernel names.
@@ -23,6 +29,7 @@ import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -30,9 +37,10 @@ from triton.backends.compiler import GPUTarget
 from impl.triton_ops import _chunk as recurrent
 from impl.triton_ops import deltaformer
 
-__all__ = ["CompileResult", "compile_variant", "main", "variants"]
+__all__ = ["QUICK_HEAD_DIMS", "CompileResult", "compile_variant", "main", "runtime_attrs", "variants"]
 
 ARCHS: tuple[int, ...] = (80, 90)
+QUICK_HEAD_DIMS: tuple[int, ...] = (64, 128)
 NO_MATMUL: frozenset[str] = frozenset({"deltaformer_bwd_kernel_rowdot"})
 """Kernels without a matmul (row reductions): no tensor-core instruction is expected in their PTX."""
 
@@ -59,10 +67,26 @@ class CompileResult:
 def variants(quick: bool) -> list[object]:
     """The AOT variants of every Triton op (a subset with ``quick``)."""
     if quick:
-        return [*deltaformer.aot_variants(head_dims=(64, 256), dtypes=("bf16",), kernels=("softmax",),
+        return [*deltaformer.aot_variants(head_dims=QUICK_HEAD_DIMS, dtypes=("bf16",), kernels=("softmax",),
                                           store_rs=(True,)),
-                *recurrent.aot_variants(head_dims=(64, 256), dtypes=("bf16",), ops=("delta_rule",))]
+                *recurrent.aot_variants(head_dims=QUICK_HEAD_DIMS, dtypes=("bf16",), ops=("delta_rule",))]
     return [*deltaformer.aot_variants(), *recurrent.aot_variants()]
+
+
+_INT_TYPES = frozenset({"i32", "i64", "u32", "u64"})
+
+
+def runtime_attrs(fn: Any, signature: dict[str, str]) -> dict[tuple[int], list[list[Any]]]:
+    """The divisibility hints Triton's launcher derives from the arguments (``tt.divisibility`` 16): every pointer
+    (16-byte aligned, as torch allocates) and every integer argument Triton specialises on (those not listed in
+    ``do_not_specialize``; sizes such as B T H, assumed multiples of 16 as in the usual shapes)."""
+    names = list(fn.arg_names)
+    unspecialised = {p.name for p in fn.params if p.do_not_specialize}
+    attrs: dict[tuple[int], list[list[Any]]] = {}
+    for name, ty in signature.items():
+        if ty.startswith("*") or (ty in _INT_TYPES and name not in unspecialised):
+            attrs[(names.index(name),)] = [["tt.divisibility", 16]]
+    return attrs
 
 
 def _ptxas() -> str:
@@ -78,7 +102,8 @@ def compile_variant(task: tuple[bool, int, int]) -> CompileResult:
         src = triton.compiler.ASTSource(
             fn=var.fn,  # type: ignore[attr-defined]
             signature={**var.signature, **dict.fromkeys(var.constexprs, "constexpr")},  # type: ignore[attr-defined]
-            constexprs=var.constexprs)  # type: ignore[attr-defined]
+            constexprs=var.constexprs,  # type: ignore[attr-defined]
+            attrs=runtime_attrs(var.fn, var.signature))  # type: ignore[attr-defined]
         compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                                   options={"num_warps": var.num_warps,  # type: ignore[attr-defined]
                                            "num_stages": var.num_stages})  # type: ignore[attr-defined]
@@ -104,7 +129,7 @@ def compile_variant(task: tuple[bool, int, int]) -> CompileResult:
 def run(quick: bool, jobs: int, only: str = "") -> list[CompileResult]:
     """Compile every selected variant for every arch (``jobs`` processes)."""
     tasks = [(quick, i, arch) for i, v in enumerate(variants(quick)) for arch in ARCHS
-             if only in v.kernel]  # type: ignore[attr-defined]
+             if only in v.kernel and arch in v.archs]  # type: ignore[attr-defined]
     if jobs <= 1:
         return [compile_variant(t) for t in tasks]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -138,7 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(args.quick, args.jobs, args.only)
     print(format_table(results))
     bad = [r for r in results if not r.ok]
+    no_wgmma = sorted({f"{r.kernel} [{r.label}]" for r in results
+                       if r.arch == 90 and not r.error and r.wgmma == 0 and r.kernel not in NO_MATMUL})
     print(f"\n{len(results)} compilations, {len(bad)} failing (compile error, spills or no tensor-core op)")
+    print(f"variants with matmuls but no wgmma on sm_90a (mma.sync only): {len(no_wgmma)}")
+    for name in no_wgmma:
+        print(f"  {name}")
     return 1 if bad else 0
 
 

@@ -22,16 +22,27 @@ needs_triton = pytest.mark.skipif(not interpreting() and not torch.cuda.is_avail
                                   reason="needs TRITON_INTERPRET=1 or a CUDA device")
 
 
-def test_roofline_matches_the_readme_examples() -> None:
-    """impl/triton_ops/README.md, B = 1, H = 16, T = 8192, D = 128, bf16: forward 8.2e11 FLOPs, 0.83 ms at the
-    989 TFLOP/s peak; backward 2.2e12 FLOPs, 2.2 ms. The README rounds to two digits."""
+def test_roofline_matches_the_readme_totals() -> None:
+    """impl/triton_ops/README.md ("Performance model", totals per head): forward 4 T^2 D at D <= 128 (no value
+    split), backward 15 T^2 D; at B = 1, H = 16, T = 8192, D = 128, bf16: 5.5e11 FLOPs, 0.56 ms at the 989 TFLOP/s
+    peak, and 2.06e12, 2.08 ms. Above D = 128 the read-out splits V in blocks of 64."""
     fwd = gpu_ratios.roofline_seconds(8192, 16, 128, torch.bfloat16, backward=False)
     both = gpu_ratios.roofline_seconds(8192, 16, 128, torch.bfloat16, backward=True)
-    assert fwd == pytest.approx(0.83e-3, rel=0.01)
-    assert both - fwd == pytest.approx(2.2e-3, rel=0.02)
-    # D <= 64 is one value block: forward 4 T^2 D, backward 15 T^2 D (README "Totals per head")
+    assert fwd == pytest.approx(0.556e-3, rel=0.01)
+    assert both - fwd == pytest.approx(2.08e-3, rel=0.01)
     assert gpu_ratios.roofline_seconds(1000, 1, 64, torch.bfloat16, backward=False) == 4 * 1000**2 * 64 / 989e12
-    assert gpu_ratios.value_blocks(64) == 1 and gpu_ratios.value_blocks(128) == 2 and gpu_ratios.value_blocks(20) == 1
+    assert [gpu_ratios.read_value_blocks(D) for D in (20, 64, 128, 256)] == [1, 1, 1, 4]
+
+
+def test_model_columns_are_the_cost_model_prediction() -> None:
+    """The model columns are ``cost_model.predict`` for the call the benchmark times (B = 1, default chunk): the
+    inference forward and the autograd forward plus backward."""
+    from impl.triton_ops import cost_model
+
+    for backward in (False, True):
+        got = gpu_ratios.model_seconds(8192, 16, 128, torch.bfloat16, backward=backward)
+        assert got == cost_model.predict(1, 8192, 16, 128, dtype=torch.bfloat16, backward=backward)
+        assert 0 < got < 0.1
 
 
 def test_without_cuda_the_benchmark_refuses_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -60,6 +71,7 @@ def test_gate_then_timing_run_end_to_end_in_the_interpreter(tmp_path: Path) -> N
     row = rows[0]
     assert (row.T, row.H, row.D, row.dtype) == (20, 2, 16, "float32")
     assert row.fwd_ratio > 0 and row.fwdbwd_ratio > 0 and row.fwd_roofline_fraction > 0
+    assert 0 < row.model_fwd_s < row.model_fwdbwd_s and row.fwd_measured_over_model == row.fwd_s / row.model_fwd_s
 
 
 @needs_triton

@@ -32,7 +32,7 @@ import pytest
 import torch
 
 import impl
-from impl.triton_ops._runtime import interpreting
+from impl.triton_ops._runtime import interpreting, planning_for_gpu
 from proofs_checks.differential import Problem, check_case, tolerances
 from proofs_checks.differential.bridge import run_spec
 from tests._impl_support import poisoned_empty
@@ -72,6 +72,18 @@ def test_outputs_final_states_and_gradients_match_the_spec_on_bug_shaped_problem
     result = check_case(functools.partial(getattr(impl, op), backend="triton"), problem, grads=True)
     assert result.skipped is None, result.report()
     assert result.passed, f"{case}\n{result.report()}"
+
+
+def test_delta_rule_with_the_gpu_tiles_matches_the_spec() -> None:
+    """The sm_90 tile family run by the interpreter (``planning_for_gpu``: launch decisions as on an H100): 64-row
+    blocks, so the WY kernels' blocked inverse merges its 16 x 16 diagonal blocks by two doubling levels, and the
+    value blocks of ``_chunk._GPU_CONFIGS``; chunk 100 is not a multiple of the 64-row block (blocks of 64 and 36),
+    T = 150 not a multiple of the chunk. Catches a wrong doubling merge or a mask that only 16-row tiles hide."""
+    problem = Problem(op="delta_rule", B=1, T=150, H=1, K=20, V=33, chunk_size=100, with_state=True,
+                      dtype="float64", seed=5)
+    with planning_for_gpu():
+        result = check_case(functools.partial(impl.delta_rule, backend="triton"), problem, grads=True)
+    assert result.skipped is None and result.passed, result.report()
 
 
 def test_delta_rule_with_beta_up_to_two_matches_the_spec() -> None:

@@ -26,24 +26,40 @@ from impl.triton_ops._runtime import (
     LOW_PRECISION,
     AotVariant,
     dot_precisions,
+    gpu_arch,
     interpreting,
     next_power_of_2,
+    tf32_precision,
 )
 
 __all__ = ["Blocks", "aot_variants", "chunk_op", "kernel_config", "row_tile"]
 
 
-def _interp(interp: bool | None) -> bool:
-    return interpreting() if interp is None else interp
+def _arch(device: torch.device | None, arch: int | None) -> int:
+    """``arch`` if given (0: the interpreter), else the tile family of ``device`` (``_runtime.gpu_arch``) or 0 under
+    the interpreter."""
+    if arch is not None:
+        return arch
+    if interpreting() or device is None:
+        return 0
+    return gpu_arch(device)
 
 
-def row_tile(K: int, interp: bool | None = None) -> int:
-    """Rows per block BT, shared by every kernel of one call: 16 under the interpreter (so small test sequences span
-    several blocks and chunks), else 32 for K <= 128 and 16 for K = 256. 64 rows spill on sm_80 in the WY kernel
-    (the [BT, BT] in-register inverse) and in ``chunk_bwd_kernel_dqk`` (``python -m impl.kernel_report``)."""
-    if _interp(interp):
+_ROW_TILES: dict[int, dict[int, int]] = {80: {64: 32, 128: 32, 256: 16}, 90: {64: 64, 128: 64, 256: 16}}
+
+
+def _dclass(K: int) -> int:
+    return 64 if K <= 64 else 128 if K <= 128 else 256
+
+
+def row_tile(K: int, arch: int) -> int:
+    """Rows per block BT, shared by every kernel of one call (``arch`` 0: the interpreter): 16 under the interpreter
+    (so small test sequences span several blocks and chunks); on sm_90 64 for K <= 128 (every matmul of the
+    block kernels has 64 rows: wgmma), 16 for K = 256; on sm_80 32 and 16 (64 rows spill there in the WY backward,
+    which keeps about ten [64, 64] fp32 tiles live; ``python -m impl.kernel_report``)."""
+    if arch == 0:
         return 16
-    return 32 if K <= 128 else 16
+    return _ROW_TILES[arch][_dclass(K)]
 
 
 def block_k(K: int) -> int:
@@ -51,23 +67,31 @@ def block_k(K: int) -> int:
     return max(16, next_power_of_2(K))
 
 
-# per kernel and head-dim class: (BV cap, num_warps); every entry compiles without spills on sm_80 and sm_90a
-_GPU_CONFIGS: dict[str, dict[int, tuple[int, int]]] = {
-    "wy": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
-    "fwd_h": {64: (32, 4), 128: (32, 8), 256: (16, 8)},
-    "fwd_o": {64: (64, 4), 128: (32, 4), 256: (32, 8)},
-    "bwd_dh": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
-    "bwd_dqk": {64: (16, 8), 128: (16, 8), 256: (32, 8)},
-    "bwd_wy": {64: (16, 8), 128: (16, 8), 256: (16, 8)},
+# per tile family, kernel and head-dim class: (BV cap, num_warps); every entry compiles without spills on its
+# architecture (sm_80: 32-row blocks, mma.sync; sm_90a: 64-row blocks, wgmma)
+_GPU_CONFIGS: dict[int, dict[str, dict[int, tuple[int, int]]]] = {
+    80: {"wy": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
+         "fwd_h": {64: (32, 4), 128: (32, 8), 256: (16, 8)},
+         "fwd_o": {64: (64, 4), 128: (32, 4), 256: (32, 8)},
+         "bwd_dh": {64: (32, 4), 128: (32, 8), 256: (32, 8)},
+         "bwd_dqk": {64: (32, 8), 128: (16, 8), 256: (32, 8)},
+         "bwd_wy": {64: (16, 8), 128: (16, 8), 256: (16, 8)}},
+    90: {"wy": {64: (32, 8), 128: (64, 4), 256: (32, 8)},
+         "fwd_h": {64: (32, 4), 128: (32, 8), 256: (16, 8)},
+         "fwd_o": {64: (64, 4), 128: (16, 4), 256: (32, 8)},
+         "bwd_dh": {64: (32, 4), 128: (16, 8), 256: (32, 8)},
+         "bwd_dqk": {64: (16, 8), 128: (16, 8), 256: (32, 8)},
+         "bwd_wy": {64: (16, 8), 128: (16, 8), 256: (16, 8)}},
 }
 
 
-def kernel_config(stage: str, K: int, V: int, interp: bool | None = None) -> tuple[int, int]:
+def kernel_config(stage: str, K: int, V: int, arch: int) -> tuple[int, int]:
     """(BV, num_warps) of one kernel: V is split into column blocks of BV (a storage-independent choice, so it may
-    differ between kernels; only BT must agree). Under the interpreter BV = 16, so V = 33 spans three blocks."""
-    if _interp(interp):
+    differ between kernels; only BT must agree). Under the interpreter (``arch`` 0) BV = 16, so V = 33 spans three
+    blocks."""
+    if arch == 0:
         return 16, 1
-    cap, warps = _GPU_CONFIGS[stage][64 if K <= 64 else 128 if K <= 128 else 256]
+    cap, warps = _GPU_CONFIGS[arch][stage][_dclass(K)]
     return min(cap, max(16, next_power_of_2(V))), warps
 
 
@@ -101,13 +125,6 @@ class Blocks:
                       int(boffs[-1].item()), lens.numel())
 
 
-def bwd_solve(dtype: torch.dtype) -> str:
-    """Input precision of the fp32 products of the WY backward (``delta_rule_bwd_kernel_wy``): "tf32" for fp16/bf16
-    inputs (one TF32 product: 10 mantissa bits, finer than the bf16/fp16 inputs and gradients; tf32x3 spills there),
-    "ieee" for fp32/fp64."""
-    return "tf32" if dtype in (torch.float16, torch.bfloat16) else "ieee"
-
-
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: fp64 for fp64 inputs (interpreter tests), fp32 otherwise."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -120,10 +137,12 @@ def _tl_acc(dtype: torch.dtype) -> Any:
 def _common(q: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor | None, stage: str) -> dict[str, Any]:
     """Constexprs and launch options of one kernel (``stage`` keys ``_GPU_CONFIGS``)."""
     H, K, V = q.shape[2], q.shape[3], v.shape[3]
-    BV, warps = kernel_config(stage, K, V)
+    arch = _arch(q.device, None)
+    BV, warps = kernel_config(stage, K, V, arch)
     prec, _ = dot_precisions(q.dtype)
-    return {"H": H, "K": K, "V": V, "BT": row_tile(K), "BK": block_k(K), "BV": BV, "IS_VARLEN": cu_seqlens is not None,
-            "ACC": _tl_acc(q.dtype), "DOT_PRECISION": prec, "num_warps": warps, "num_stages": 1}
+    return {"H": H, "K": K, "V": V, "BT": row_tile(K, arch), "BK": block_k(K), "BV": BV,
+            "IS_VARLEN": cu_seqlens is not None, "ACC": _tl_acc(q.dtype), "DOT_PRECISION": prec, "num_warps": warps,
+            "num_stages": 1}
 
 
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor | None, scale: float,
@@ -132,7 +151,7 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
     """(o, final state or None, saved tensors for the backward). beta None: linear attention, else the delta rule."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    blk = Blocks.make(B, T, cu_seqlens, chunk_size, row_tile(K), q.device)
+    blk = Blocks.make(B, T, cu_seqlens, chunk_size, row_tile(K, _arch(q.device, None)), q.device)
     adt = acc_dtype(q.dtype)
     _, solve = dot_precisions(q.dtype)
     lay = (cu_seqlens, blk.boffs, T, blk.C, blk.NB)
@@ -141,8 +160,8 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
         assert beta is not None
         w = torch.empty_like(k)
         u = torch.empty(B, T, H, V, dtype=adt, device=q.device)
-        kern.delta_rule_fwd_kernel_wy[(blk.max_blocks, blk.N * H)](k, v, beta, w, u, *lay, SOLVE_PRECISION=solve,
-                                                                   **_common(q, v, cu_seqlens, "wy"))
+        kern.delta_rule_fwd_kernel_wy[(blk.max_blocks, blk.N * H)](
+            k, v, beta, w, u, *lay, SOLVE_PRECISION=tf32_precision(q.dtype), **_common(q, v, cu_seqlens, "wy"))
         vn = torch.empty(B, T, H, V, dtype=adt, device=q.device)
     else:
         w, u, vn = k, v, v
@@ -191,8 +210,8 @@ def backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
     dv = torch.empty(B, T, H, V, dtype=adt, device=q.device)
     dbeta = torch.empty(B, T, H, dtype=adt, device=q.device)
     kern.delta_rule_bwd_kernel_wy[(blk.max_blocks, blk.N * H)](
-        k, v, beta, dw, dvn, dk, dv, dbeta, cu_seqlens, blk.boffs, T, blk.C, blk.NB, SOLVE_PRECISION=bwd_solve(q.dtype),
-        **_common(q, v, cu_seqlens, "bwd_wy"))
+        k, v, beta, dw, dvn, dk, dv, dbeta, cu_seqlens, blk.boffs, T, blk.C, blk.NB,
+        SOLVE_PRECISION=tf32_precision(q.dtype), **_common(q, v, cu_seqlens, "bwd_wy"))
     return dq, dk, dv, dbeta, dh0
 
 
@@ -242,14 +261,16 @@ def chunk_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
 
 def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...] = LOW_PRECISION,
                  ops: tuple[str, ...] = ("linear_attn", "delta_rule")) -> list[AotVariant]:
-    """Every compilation the linear attention / delta rule launchers request on a GPU for these head dims (K == V)."""
+    """Every compilation the linear attention / delta rule launchers request on a GPU for these head dims (K == V),
+    per tile family (sm_80: 32-row blocks; sm_90a: 64-row blocks)."""
     out: list[AotVariant] = []
 
     def add(name: str, stage: str, D: int, sig: dict[str, str], extra: dict[str, Any]) -> None:
-        BV, warps = kernel_config(stage, D, D, interp=False)
-        cx = {"H": 4, "K": D, "V": D, "BT": row_tile(D, interp=False), "BK": block_k(D), "BV": BV, "IS_VARLEN": True,
-              "ACC": tl.float32, "DOT_PRECISION": "ieee", **extra}
-        out.append(AotVariant(name, getattr(kern, name), sig, cx, warps, 1))
+        for arch in (80, 90):
+            BV, warps = kernel_config(stage, D, D, arch)
+            cx = {"H": 4, "K": D, "V": D, "BT": row_tile(D, arch), "BK": block_k(D), "BV": BV, "IS_VARLEN": True,
+                  "ACC": tl.float32, "DOT_PRECISION": "ieee", **extra}
+            out.append(AotVariant(name, getattr(kern, name), sig, cx, warps, 1, archs=(arch,)))
 
     for dt in dtypes:
         for D in head_dims:
@@ -263,7 +284,7 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
                 solve = {"SOLVE_PRECISION": "tf32x3"}
                 if delta:
                     add("delta_rule_fwd_kernel_wy", "wy", D,
-                        {"k": p, "v": p, "beta": p, "w": p, "u": a, **lay, **tail}, solve)
+                        {"k": p, "v": p, "beta": p, "w": p, "u": a, **lay, **tail}, {"SOLVE_PRECISION": "tf32"})
                 add("chunk_fwd_kernel_h", "fwd_h", D,
                     {"k": p, "v": p, "w": p, "u": f, "h": a, "vn": f, "h0": p, "ht": p, **lay, **tail},
                     {"DELTA": delta, "USE_H0": True, "STORE_HT": True, **solve})

@@ -8,7 +8,8 @@ rows [bs, be) with i_c = b // NB, j = b % NB, NB = cdiv(C, BT), bs = i_c C + j B
 holds the cumulative block counts, so block b of sequence n is stored at index boffs[n] + b of ``h`` / ``dh``.
 
 Per block with start state h (DELTA: delta rule; otherwise linear attention, v_new = v):
-  ``delta_rule_fwd_kernel_wy``  A = (I + tril(diag(beta) K K^T, -1))^-1 diag(beta) in registers; W = A K, U = A V
+  ``delta_rule_fwd_kernel_wy``  A = (I + tril(diag(beta) K K^T, -1))^-1 diag(beta) in registers (blocked inverse);
+                                W = A K, U = A V
   ``chunk_fwd_kernel_h``        blocks in order: store h_b; v_new = U - W h (fp32); h += K^T v_new; final state
   ``chunk_fwd_kernel_o``        o = scale (Q h_b + tril(Q K^T) v_new)
   ``chunk_bwd_kernel_dh``       blocks in reverse: store dH_b (gradient of the state at the block's END);
@@ -23,7 +24,7 @@ Layout [B, T, H, D] (row-major); with ``cu_seqlens`` B == 1 and the rows of sequ
 import triton
 import triton.language as tl
 
-from impl.triton_ops.shared_kernels import inverse_unit_lower, seq_bounds
+from impl.triton_ops.shared_kernels import inverse_unit_lower_blocked, seq_bounds
 
 
 @triton.jit
@@ -48,12 +49,14 @@ def _state(base, i_s, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, o_k, o_
 
 
 @triton.jit
-def _wy_inverse(b_k, b_beta, n, BT: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """X = (I + tril(diag(beta) K K^T, -1))^-1 [BT, BT] in ACC; b_k [BT, BK] is zero on padded rows."""
+def _wy_inverse(b_k, b_beta, BT: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                SOLVE_PRECISION: tl.constexpr):
+    """X = (I + tril(diag(beta) K K^T, -1))^-1 [BT, BT] in ACC by the blocked inverse (16 x 16 diagonal
+    substitutions merged by matmuls in SOLVE_PRECISION); b_k [BT, BK] is zero on padded rows (identity rows of X)."""
     o_i = tl.arange(0, BT)
     b_kk = tl.dot(b_k, tl.trans(b_k), input_precision=DOT_PRECISION).to(ACC)
     b_L = tl.where(o_i[:, None] > o_i[None, :], b_kk * b_beta[:, None], 0.0)
-    return inverse_unit_lower(b_L, n, BT), b_kk
+    return inverse_unit_lower_blocked(b_L, BT, SOLVE_PRECISION), b_kk
 
 
 @triton.jit(do_not_specialize=["T", "C", "NB"])
@@ -84,7 +87,7 @@ def delta_rule_fwd_kernel_wy(
     b_k = tl.load(_tile(k, bs, H * K, o_i, o_k), mask=m_t[:, None] & m_k[None, :], other=0.0)
     # [BT]
     b_beta = tl.load(beta + tl.cast(bs, tl.int64) * H + o_i * H, mask=m_t, other=0.0).to(ACC)
-    b_X, _ = _wy_inverse(b_k, b_beta, be - bs, BT, ACC, DOT_PRECISION)
+    b_X, _ = _wy_inverse(b_k, b_beta, BT, ACC, DOT_PRECISION, SOLVE_PRECISION)
     # A = X diag(beta) [BT, BT]
     b_A = b_X * b_beta[None, :]
     b_w = tl.dot(b_A, b_k.to(ACC), input_precision=SOLVE_PRECISION)
@@ -346,7 +349,7 @@ def delta_rule_bwd_kernel_wy(
     b_k = tl.load(_tile(k, bs, H * K, o_i, o_k), mask=m_tk, other=0.0)
     b_beta = tl.load(beta + tl.cast(bs, tl.int64) * H + o_i * H, mask=m_t, other=0.0).to(ACC)
     # [BT, BT]
-    b_X, b_kk = _wy_inverse(b_k, b_beta, be - bs, BT, ACC, DOT_PRECISION)
+    b_X, b_kk = _wy_inverse(b_k, b_beta, BT, ACC, DOT_PRECISION, SOLVE_PRECISION)
     b_A = b_X * b_beta[None, :]
     b_dA = tl.zeros([BT, BT], dtype=ACC)
     for i_v in range(0, tl.cdiv(V, BV)):
@@ -358,12 +361,10 @@ def delta_rule_bwd_kernel_wy(
         b_dA += tl.dot(b_dvn, tl.trans(b_v), input_precision=SOLVE_PRECISION)
         b_dv = tl.dot(tl.trans(b_A), b_dvn, input_precision=SOLVE_PRECISION)
         tl.store(_tile(dv + i_v * BV, bs, H * V, o_i, o_v), b_dv.to(dv.dtype.element_ty), mask=m_tv)
-    b_kf = b_k.to(ACC)
     # W = A K: dA += dW K^T, dK += A^T dW
     b_dw = tl.load(_tile(dw, bs, H * K, o_i, o_k), mask=m_tk, other=0.0).to(ACC)
-    b_dA += tl.dot(b_dw, tl.trans(b_kf), input_precision=SOLVE_PRECISION)
-    b_dk = tl.load(_tile(dk, bs, H * K, o_i, o_k), mask=m_tk, other=0.0).to(ACC)
-    b_dk += tl.dot(tl.trans(b_A), b_dw, input_precision=SOLVE_PRECISION)
+    b_dA += tl.dot(b_dw, tl.trans(b_k.to(ACC)), input_precision=SOLVE_PRECISION)
+    b_dk = tl.dot(tl.trans(b_A), b_dw, input_precision=SOLVE_PRECISION)
     # A = X diag(beta): dbeta_j = sum_i dA_ij X_ij, dX = dA diag(beta)
     b_dbeta = tl.sum(b_dA * b_X, 0)
     b_dX = b_dA * b_beta[None, :]
@@ -371,10 +372,10 @@ def delta_rule_bwd_kernel_wy(
     b_dL = tl.dot(b_dX, tl.trans(b_X), input_precision=SOLVE_PRECISION)
     b_dL = -tl.dot(tl.trans(b_X), b_dL, input_precision=SOLVE_PRECISION)
     b_dL = tl.where(o_i[:, None] > o_i[None, :], b_dL, 0.0)
-    # L_ij = beta_i k_i . k_j (i > j)
+    # L_ij = beta_i k_i . k_j (i > j): dk += (dG + dG^T) K with dG = diag(beta) dL
     b_dbeta += tl.sum(b_dL * b_kk, 1)
     b_dG = b_dL * b_beta[:, None]
-    b_dk += tl.dot(b_dG, b_kf, input_precision=SOLVE_PRECISION)
-    b_dk += tl.dot(tl.trans(b_dG), b_kf, input_precision=SOLVE_PRECISION)
+    b_dk += tl.dot(b_dG + tl.trans(b_dG), b_k.to(ACC), input_precision=SOLVE_PRECISION)
+    b_dk += tl.load(_tile(dk, bs, H * K, o_i, o_k), mask=m_tk, other=0.0).to(ACC)
     tl.store(dbeta + tl.cast(bs, tl.int64) * H + o_i * H, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
     tl.store(_tile(dk, bs, H * K, o_i, o_k), b_dk.to(dk.dtype.element_ty), mask=m_tk)

@@ -7,7 +7,6 @@ Implements ``deltaformer_u`` (spec DF.1, computed as DF.4's chunked block forwar
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -19,17 +18,27 @@ from impl import _write_kernels
 from impl._nonfinite import split_nonfinite
 from impl.triton_ops import deltaformer_kernels as kern
 from impl.triton_ops._runtime import (
-    CHUNK_SIZE,
     HEAD_DIMS,
     LOW_PRECISION,
     AotVariant,
     LaunchConfig,
     Tuner,
     dot_precisions,
+    interpreting,
     next_power_of_2,
+    tf32_precision,
 )
 
 __all__ = ["deltaformer_attn", "deltaformer_u"]
+
+
+GPU_CHUNK = 128
+"""The chunk size this backend is designed for on a GPU (the cost model's default, ``default_chunk_size``)."""
+
+
+def default_chunk_size(T: int) -> int:
+    """The chunk size the GPU schedule is designed for (results differ between chunk sizes by rounding only)."""
+    return GPU_CHUNK
 
 
 def head_blocks(K: int, V: int) -> tuple[int, int]:
@@ -37,75 +46,97 @@ def head_blocks(K: int, V: int) -> tuple[int, int]:
     return max(16, next_power_of_2(K)), min(64, max(16, next_power_of_2(V)))
 
 
-def prefix_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row x key tiles of the prefix pass (GPU candidates). Every candidate compiles without spills on sm_80 and
-    sm_90a (``python -m impl.kernel_report``); 64 x 64 spills on sm_80, and so does 64 x 32 at K = 64 (exp, linear).
-    """
+def chunk_config(K: int, V: int) -> LaunchConfig:
+    """Tiles of the per-chunk launch (``deltaformer_fwd_kernel_chunk``): BT rows per partial-statistics program (64:
+    wgmma on sm_90a), BTS rows per diagonal tile of the solve (32: the solve keeps the residual, the inverse and
+    the statistics live, and 64 rows spill), BS keys per folded tile, all of V in one block (no score
+    recomputation). BTS = 16 at K <= 32 and K > 128 (32 spilled 32-136 bytes on sm_80 there). Compiles without
+    spills on sm_80 and sm_90a (``impl.kernel_report``)."""
     if K > 128:
-        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2),
-                LaunchConfig({"BT": 64, "BS": 32}, num_warps=8, num_stages=2)]
-    if 32 < K <= 64:
-        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
-    return [LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2),
-            LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+        return LaunchConfig({"BT": 32, "BTS": 16, "BS": 32}, num_warps=8, num_stages=1)
+    return LaunchConfig({"BT": 64, "BTS": 32 if K > 32 else 16, "BS": 64}, num_warps=8, num_stages=2)
 
 
-def intra_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row tile of the in-chunk solve: 32 rows and 8 warps (16 rows for K > 128); larger tiles spill on sm_80."""
-    if K > 128:
-        return [LaunchConfig({"BT": 16}, num_warps=4, num_stages=1)]
-    return [LaunchConfig({"BT": 32}, num_warps=8, num_stages=1)]
+CHUNK_INTERPRETER = LaunchConfig({"BT": 16, "BTS": 16, "BS": 16}, num_warps=2, num_stages=1)
+KEYS_PER_SPLIT = 512
+"""Smallest key range a partial-statistics program folds on a GPU (the number of splits grows with the finished
+keys up to ``max_splits``); 16 under the interpreter, so small tests merge several partials."""
+
+
+def max_splits(programs_per_split: int) -> int:
+    """Key splits per launch: enough partial programs to fill about two waves of an H100's 132 SMs, at most 16
+    (the merge reads every partial), at least 1; 3 under the interpreter."""
+    if interpreting():
+        return 3
+    return max(1, min(16, -(-2 * 132 // max(1, programs_per_split))))
+
+
+def splits(keys: int, ns_max: int) -> int:
+    """Number of key splits for a prefix of ``keys`` finished keys (0 when there is none)."""
+    if keys <= 0:
+        return 0
+    return min(-(-keys // (16 if interpreting() else KEYS_PER_SPLIT)), ns_max)
+
+
+def read_value_block(V: int) -> int:
+    """Value columns per read-out program: all of V up to 128 (the scores are computed once), else 64."""
+    return max(16, next_power_of_2(V)) if V <= 128 else 64
 
 
 def read_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row x key tiles of the read-out (FlashAttention-2 style); 64 x 64 spills on sm_80 for K > 64."""
+    """Row x key tiles of the read-out (FlashAttention-2 style, all of V <= 128 per program): 128 x 64 with 8 warps at
+    K = 128 (the FlashAttention Triton tile); K > 128 keeps 64-column value blocks."""
     if K > 128:
         return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2),
                 LaunchConfig({"BT": 64, "BS": 32}, num_warps=8, num_stages=2)]
     if K > 64:
-        return [LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2)]
+        return [LaunchConfig({"BT": 128, "BS": 64}, num_warps=8, num_stages=2)]
     return [LaunchConfig({"BT": 64, "BS": 64}, num_warps=8, num_stages=2),
             LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2)]
 
 
 def bwd_dq_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Row x key tiles of the backward dq / dw pass (K and all of V one block each)."""
+    """Row x key tiles of the backward dq / dw pass (K and all of V one block each): 128 query rows (wgmma) walking
+    32-key tiles, as FlashAttention's Triton backward; K > 128 keeps small tiles."""
     if K > 128:
         return [LaunchConfig({"BT": 16, "BS": 32}, num_warps=4, num_stages=1)]
-    if K > 64:
-        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
-    return [LaunchConfig({"BT": 64, "BS": 32}, num_warps=4, num_stages=2),
-            LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+    return [LaunchConfig({"BT": 128, "BS": 32}, num_warps=8, num_stages=2)]
 
 
-def bwd_dk_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Key x row tiles of the backward dk / du pass: it holds k, u, dk and du, so 64-key tiles spill on sm_80, and
-    so does 32 x 32 with 4 warps at K = 64 (exp write); 8 warps there."""
+def bwd_dk_configs(K: int, V: int, write: bool) -> list[LaunchConfig]:
+    """Key x row tiles of the backward dk / du pass: 128 keys (wgmma) walking 32-row query tiles; 16-row query
+    tiles for the read-out's pass at K > 64 (it also holds du: 32 spilled 128 bytes on sm_80); K > 128 keeps
+    small tiles (it holds k, u, dk and du)."""
     if K > 128:
         return [LaunchConfig({"BT": 16, "BS": 32}, num_warps=4, num_stages=1)]
-    if 32 < K <= 64:
-        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=8, num_stages=2)]
-    return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
+    if K > 64 and not write:
+        return [LaunchConfig({"BT": 128, "BS": 16}, num_warps=8, num_stages=2)]
+    return [LaunchConfig({"BT": 128, "BS": 32}, num_warps=8, num_stages=2)]
 
 
-def suffix_configs(K: int, V: int) -> list[LaunchConfig]:
-    """Key x row tiles of the backward suffix pass (the forward prefix pass's mirror); 64 x 32 spills on sm_80 at
-    K = 128 (4 warps) and K = 256 (8 warps)."""
+def bwd_chunk_config(K: int, V: int) -> LaunchConfig:
+    """Tiles of the backward per-chunk launch (``deltaformer_bwd_kernel_chunk``) and of the inverse launch (same
+    BTS): BT rows per suffix-partial program, BTS rows per diagonal tile of the solve, BS later rows per folded
+    tile, all of V in one block. The solve's inverse is precomputed, so its tile can be 64 rows (wgmma); 32-row
+    folded tiles at K > 64 (64 spilled with the solve's tf32 product live); 4 warps at K <= 32 (8 spilled 16-24
+    bytes on sm_80)."""
+    if K > 128:
+        return LaunchConfig({"BT": 32, "BTS": 32, "BS": 32}, num_warps=8, num_stages=1)
     if K > 64:
-        return [LaunchConfig({"BT": 32, "BS": 32}, num_warps=4, num_stages=2)]
-    return prefix_configs(K, V)
+        return LaunchConfig({"BT": 64, "BTS": 64, "BS": 32}, num_warps=8, num_stages=2)
+    return LaunchConfig({"BT": 64, "BTS": 64, "BS": 64}, num_warps=8 if K > 32 else 4, num_stages=2)
+
+
+def bwd_inverse_config(K: int) -> LaunchConfig:
+    """Launch options of ``deltaformer_bwd_kernel_inverse`` (its tile is ``bwd_chunk_config``'s BTS)."""
+    return LaunchConfig({}, num_warps=4, num_stages=1)
 
 
 SMALL_TILES = LaunchConfig({"BT": 16, "BS": 16}, num_warps=2, num_stages=1)
 TUNERS = {
-    "prefix": Tuner("deltaformer_fwd_kernel_prefix", prefix_configs, SMALL_TILES),
-    "intra": Tuner("deltaformer_fwd_kernel_intra", intra_configs, LaunchConfig({"BT": 16}, num_warps=2, num_stages=1)),
     "read": Tuner("deltaformer_fwd_kernel_read", read_configs, SMALL_TILES),
     "bwd_dq": Tuner("deltaformer_bwd_kernel_dq", bwd_dq_configs, SMALL_TILES),
     "bwd_dk": Tuner("deltaformer_bwd_kernel_dk", bwd_dk_configs, SMALL_TILES),
-    "bwd_suffix": Tuner("deltaformer_bwd_kernel_suffix", suffix_configs, SMALL_TILES),
-    "bwd_intra": Tuner("deltaformer_bwd_kernel_intra", intra_configs,
-                       LaunchConfig({"BT": 16}, num_warps=2, num_stages=1)),
 }
 
 
@@ -129,39 +160,37 @@ def u_fwd(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
           chunk_size: int, cu_seqlens: torch.Tensor | None,
           store_r: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """u [B, T, H, V], the write softmax's log-sum-exp [B, T, H] (unused unless kernel == "softmax") and, with
-    ``store_r``, the write-attention output r = P u [B, T, H, V] in the accumulation dtype (for the backward)."""
+    ``store_r``, the write-attention output r = P u [B, T, H, V] in the accumulation dtype (for the backward).
+
+    One launch per chunk (README, "The forward algorithm"): launch c solves chunk c and, concurrently, computes the
+    partial statistics of chunk c + 1's rows over splits of the keys of chunks 0 .. c - 1."""
     B, T, H, K = w.shape
     V = v.shape[-1]
     N, max_len = _sequences(B, T, cu_seqlens)
-    BK, BV = head_blocks(K, V)
-    NV = triton.cdiv(V, BV)
+    BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
+    cfg = CHUNK_INTERPRETER if interpreting() else chunk_config(K, V)
+    BT = cfg.blocks["BT"]
     adt = acc_dtype(v.dtype)
+    CR = min(chunk_size, max_len)
+    NTC = triton.cdiv(CR, BT)
+    ns_max = max_splits(NTC * N * H)
     u = torch.empty_like(v)
-    acc = torch.empty(B, T, H, V, dtype=adt, device=v.device)
-    m = torch.empty(B, T, H, dtype=adt, device=v.device)
-    lsum = torch.empty(B, T, H, dtype=adt, device=v.device)
     lse = torch.empty(B, T, H, dtype=adt, device=v.device)
     r = torch.empty(B, T, H, V, dtype=adt, device=v.device) if store_r else None
+    n_chunks = triton.cdiv(max_len, chunk_size)
+    n_buf = splits((n_chunks - 2) * chunk_size, ns_max) if n_chunks > 2 else 0
+    part_acc = torch.empty(2, max(1, n_buf), N, CR, H, V, dtype=adt, device=v.device)
+    part_ml = torch.empty(2, max(1, n_buf), N, CR, H, 2, dtype=adt, device=v.device)
     prec, solve_prec = dot_precisions(v.dtype)
-    common = {"H": H, "K": K, "V": V, "BK": BK, "BV": BV, "KERNEL": kernel, "IS_VARLEN": cu_seqlens is not None,
-              "ACC": _tl_acc(v.dtype), "DOT_PRECISION": prec}
-    key = (K, V, kernel, v.dtype, cu_seqlens is not None, store_r)
-
-    def prefix(cfg: LaunchConfig, i_c: int) -> None:
-        grid = (triton.cdiv(min(chunk_size, max_len), cfg.blocks["BT"]), NV, N * H)
-        kern.deltaformer_fwd_kernel_prefix[grid](w, k, u, m, lsum, acc, cu_seqlens, scale, T, chunk_size, i_c,
-                                                 **common, **cfg.kwargs())
-
-    def intra(cfg: LaunchConfig, i_c: int) -> None:
-        kern.deltaformer_fwd_kernel_intra[(NV, N * H)](w, k, v, beta, u, m, lsum, acc, lse, r, cu_seqlens, scale,
-                                                       T, chunk_size, i_c, SOLVE_PRECISION=solve_prec,
-                                                       STORE_R=store_r, **common, **cfg.kwargs())
-
-    for i_c in range(triton.cdiv(max_len, chunk_size)):
-        cfg_p = TUNERS["prefix"].pick(key, functools.partial(prefix, i_c=i_c), K, V)
-        prefix(cfg_p, i_c)
-        cfg_i = TUNERS["intra"].pick(key, functools.partial(intra, i_c=i_c), K, V)
-        intra(cfg_i, i_c)
+    for i_c in range(n_chunks):
+        ns_write = splits(i_c * chunk_size, ns_max) if i_c + 1 < n_chunks else 0
+        ns_read = splits((i_c - 1) * chunk_size, ns_max)
+        grid = (1 + ns_write * NTC, N * H)
+        KS = triton.cdiv(triton.cdiv(i_c * chunk_size, max(1, ns_write)), cfg.blocks["BS"]) * cfg.blocks["BS"]
+        kern.deltaformer_fwd_kernel_chunk[grid](
+            w, k, v, beta, u, lse, r, part_acc, part_ml, cu_seqlens, scale, T, chunk_size, i_c, N, ns_read, KS,
+            max(1, n_buf), H=H, K=K, V=V, BK=BK, BV=BV, CR=CR, KERNEL=kernel, IS_VARLEN=cu_seqlens is not None,
+            ACC=_tl_acc(v.dtype), DOT_PRECISION=prec, SOLVE_PRECISION=solve_prec, STORE_R=store_r, **cfg.kwargs())
     return u, lse, r
 
 
@@ -171,7 +200,7 @@ def read_fwd(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, *, scale: float,
     B, T, H, K = q.shape
     V = u.shape[-1]
     N, max_len = _sequences(B, T, cu_seqlens)
-    BK, BV = head_blocks(K, V)
+    BK, BV = head_blocks(K, V)[0], read_value_block(V)
     NV = triton.cdiv(V, BV)
     o = torch.empty_like(u)
     lse = torch.empty(B, T, H, dtype=acc_dtype(u.dtype), device=u.device)
@@ -214,38 +243,55 @@ def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _attn_bwd(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
-              lse: torch.Tensor, D: torch.Tensor, *, kernel: str, write: bool, scale: float,
-              cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(dq, dk, du) of an attention with scores kappa(scale q k^T), values u and output gradient dO (accumulation
-    dtype). write=False: the causal softmax read-out (j <= t), g = do, D = delta, du returned. write=True: the write
-    similarity (j < t), g = X and dO = -beta X, D = beta dbeta (softmax), du not formed (it is the suffix pass)."""
+def _attn_common(q: torch.Tensor, u: torch.Tensor, kernel: str, write: bool, add: torch.Tensor | None,
+                 cu_seqlens: torch.Tensor | None) -> dict[str, Any]:
+    K, V = q.shape[-1], u.shape[-1]
+    return {"H": q.shape[2], "K": K, "V": V, "BK": head_blocks(K, V)[0], "BV": _full_v(V), "KERNEL": kernel,
+            "WRITE": write, "ACCUMULATE": add is not None, "IS_VARLEN": cu_seqlens is not None,
+            "ACC": _tl_acc(u.dtype), "DOT_PRECISION": dot_precisions(u.dtype)[0]}
+
+
+def attn_dq(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, do: torch.Tensor, lse: torch.Tensor,
+            D: torch.Tensor, *, kernel: str, write: bool, scale: float, cu_seqlens: torch.Tensor | None,
+            add: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
+    """dq [B, T, H, K] in ``out_dtype`` (plus ``add``, another pass's gradient of the same input) of an attention
+    with scores kappa(scale q k^T), values u and output gradient ``do`` (u's dtype). write=False: the causal
+    softmax read-out (j <= t), D = delta. write=True: the write similarity (j < t), dO = -beta X, D = beta dbeta."""
+    B, T, H, K = q.shape
+    N, max_len = _sequences(B, T, cu_seqlens)
+    dq = torch.empty(B, T, H, K, dtype=out_dtype, device=q.device)
+    common = _attn_common(q, u, kernel, write, add, cu_seqlens)
+
+    def launch(cfg: LaunchConfig) -> None:
+        grid = (triton.cdiv(max_len, cfg.blocks["BT"]), N * H)
+        kern.deltaformer_bwd_kernel_dq[grid](q, k, u, do, lse, D, dq if add is None else add, dq, cu_seqlens, scale,
+                                             T, **common, **cfg.kwargs())
+
+    key = (K, u.shape[-1], kernel, write, u.dtype, cu_seqlens is not None)
+    launch(TUNERS["bwd_dq"].pick(key, launch, K, u.shape[-1]))
+    return dq
+
+
+def attn_dk(q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, do: torch.Tensor, lse: torch.Tensor,
+            D: torch.Tensor, *, kernel: str, write: bool, scale: float, cu_seqlens: torch.Tensor | None,
+            add: torch.Tensor | None, out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dk in ``out_dtype`` plus ``add``, and for the read-out (write=False) du in the accumulation dtype) of the
+    attention of ``attn_dq``."""
     B, T, H, K = q.shape
     V = u.shape[-1]
     N, max_len = _sequences(B, T, cu_seqlens)
-    BK, BV = head_blocks(K, V)[0], _full_v(V)
-    adt = acc_dtype(u.dtype)
-    dq = torch.empty(B, T, H, K, dtype=adt, device=q.device)
-    dk = torch.empty(B, T, H, K, dtype=adt, device=q.device)
-    du = None if write else torch.empty(B, T, H, V, dtype=adt, device=q.device)
-    prec, _ = dot_precisions(u.dtype)
-    common = {"H": H, "K": K, "V": V, "BK": BK, "BV": BV, "KERNEL": kernel, "WRITE": write,
-              "IS_VARLEN": cu_seqlens is not None, "ACC": _tl_acc(u.dtype), "DOT_PRECISION": prec}
+    dk = torch.empty(B, T, H, K, dtype=out_dtype, device=q.device)
+    du = None if write else torch.empty(B, T, H, V, dtype=acc_dtype(u.dtype), device=q.device)
+    common = _attn_common(q, u, kernel, write, add, cu_seqlens)
+
+    def launch(cfg: LaunchConfig) -> None:
+        grid = (triton.cdiv(max_len, cfg.blocks["BT"]), N * H)
+        kern.deltaformer_bwd_kernel_dk[grid](q, k, u, do, lse, D, dk if add is None else add, dk, du, cu_seqlens,
+                                             scale, T, **common, **cfg.kwargs())
+
     key = (K, V, kernel, write, u.dtype, cu_seqlens is not None)
-
-    def launch_dq(cfg: LaunchConfig) -> None:
-        grid = (triton.cdiv(max_len, cfg.blocks["BT"]), N * H)
-        kern.deltaformer_bwd_kernel_dq[grid](q, k, u, g, beta, lse, D, dq, cu_seqlens, scale, T, **common,
-                                             **cfg.kwargs())
-
-    def launch_dk(cfg: LaunchConfig) -> None:
-        grid = (triton.cdiv(max_len, cfg.blocks["BT"]), N * H)
-        kern.deltaformer_bwd_kernel_dk[grid](q, k, u, g, beta, lse, D, dk, du, cu_seqlens, scale, T, **common,
-                                             **cfg.kwargs())
-
-    launch_dk(TUNERS["bwd_dk"].pick(key, launch_dk, K, V))
-    launch_dq(TUNERS["bwd_dq"].pick(key, launch_dq, K, V))
-    return dq, dk, du
+    launch(TUNERS["bwd_dk"].pick(key, launch, K, V, write))
+    return dk, du
 
 
 def read_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, o: torch.Tensor,
@@ -253,56 +299,64 @@ def read_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, u: torch.Tensor
              cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Read-out backward (FlashAttention-2): delta = rowsum(do * o), then dk/du per key tile and dq per row tile.
     Results in the accumulation dtype."""
+    adt = acc_dtype(u.dtype)
     delta = rowdot(do, o)
-    dq, dk, du = _attn_bwd(q, k, u, do, lse, lse, delta, kernel="softmax", write=False, scale=scale,
-                           cu_seqlens=cu_seqlens)
+    opts: dict[str, Any] = {"kernel": "softmax", "write": False, "scale": scale, "cu_seqlens": cu_seqlens,
+                            "add": None, "out_dtype": adt}
+    dk, du = attn_dk(q, k, u, do, lse, delta, **opts)
+    dq = attn_dq(q, k, u, do, lse, delta, **opts)
     assert du is not None
     return dq, dk, du
 
 
-def u_bwd(g: torch.Tensor, w: torch.Tensor, k: torch.Tensor, beta: torch.Tensor, u: torch.Tensor, r: torch.Tensor,
-          lse: torch.Tensor, *, kernel: str, scale: float, chunk_size: int,
-          cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dw, dk, dv, dbeta) in the accumulation dtype from g = dL/du (accumulation dtype, contiguous).
+def u_walk(g: torch.Tensor, w: torch.Tensor, k: torch.Tensor, beta: torch.Tensor, r: torch.Tensor,
+           lse: torch.Tensor, *, kernel: str, scale: float, chunk_size: int, cu_seqlens: torch.Tensor | None,
+           dv_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dO, dv, dbeta, D) from g = dL/du, with X = M^-T g: dO = -beta X in w's dtype (the output gradient of the
+    write similarity, the only use of X besides dv), dv = X in ``dv_dtype``, dbeta = -X . r in beta's dtype and
+    D = -beta X . r (accumulation dtype; the softmax normaliser term of the score gradients).
 
-    X = M^-T g chunk by chunk in REVERSE order, starting at the last actual chunk start (n_chunks - 1) * C, so T not
-    a multiple of C is handled like the forward; then dv = X, dbeta_t = -X_t . r_t and the score gradients.
-    """
+    One launch of ``deltaformer_bwd_kernel_inverse`` (every diagonal tile's transposed inverse), then one launch per
+    chunk, last to first (README, "The backward algorithm"): chunk c is solved while the suffix partials of chunk
+    c - 1 are summed over splits of the finished rows. The walk starts at the last actual chunk start, so T not a
+    multiple of C is handled like the forward."""
     B, T, H, K = w.shape
-    V = u.shape[-1]
+    V = g.shape[-1]
     N, max_len = _sequences(B, T, cu_seqlens)
-    BK, BV = head_blocks(K, V)
-    NV = triton.cdiv(V, BV)
-    adt = acc_dtype(u.dtype)
-    x = torch.empty(B, T, H, V, dtype=adt, device=u.device)
-    rhs = torch.empty(B, T, H, V, dtype=adt, device=u.device)
-    prec, solve_prec = dot_precisions(u.dtype)
-    common = {"H": H, "K": K, "V": V, "BK": BK, "BV": BV, "KERNEL": kernel, "IS_VARLEN": cu_seqlens is not None,
-              "ACC": _tl_acc(u.dtype), "DOT_PRECISION": prec}
-    key = (K, V, kernel, u.dtype, cu_seqlens is not None)
+    BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
+    cfg = CHUNK_INTERPRETER if interpreting() else bwd_chunk_config(K, V)
+    BT, BTS = cfg.blocks["BT"], cfg.blocks["BTS"]
+    adt = acc_dtype(r.dtype)
+    CR = min(chunk_size, max_len)
+    NTC = triton.cdiv(CR, BT)
+    ns_max = max_splits(NTC * N * H)
+    n_chunks = triton.cdiv(max_len, chunk_size)
+    do = torch.empty(B, T, H, V, dtype=w.dtype, device=g.device)
+    dv = torch.empty(B, T, H, V, dtype=dv_dtype, device=g.device)
+    dbeta = torch.empty(B, T, H, dtype=beta.dtype, device=g.device)
+    D = torch.empty(B, T, H, dtype=adt, device=g.device)
+    ainv = torch.empty(B, T, H, BTS, dtype=adt, device=g.device)
+    opts = {"H": H, "K": K, "BK": BK, "KERNEL": kernel, "IS_VARLEN": cu_seqlens is not None, "ACC": _tl_acc(adt),
+            "DOT_PRECISION": dot_precisions(w.dtype)[0], "SOLVE_PRECISION": tf32_precision(w.dtype)}
+    inv_cfg = CHUNK_INTERPRETER if interpreting() else bwd_inverse_config(K)
+    kern.deltaformer_bwd_kernel_inverse[(n_chunks * triton.cdiv(CR, BTS), N * H)](
+        w, k, beta, lse, ainv, cu_seqlens, scale, T, chunk_size, BTS=BTS, CR=CR, **opts,
+        num_warps=inv_cfg.num_warps, num_stages=inv_cfg.num_stages)
 
-    def suffix(cfg: LaunchConfig, i_c: int) -> None:
-        grid = (triton.cdiv(min(chunk_size, max_len), cfg.blocks["BT"]), NV, N * H)
-        kern.deltaformer_bwd_kernel_suffix[grid](w, k, x, beta, lse, g, rhs, cu_seqlens, scale, T, chunk_size, i_c,
-                                                 **common, **cfg.kwargs())
+    def later(i_c: int) -> int:
+        """Finished rows whose partials launch i_c computes for chunk i_c - 1: [(i_c + 1) C, max_len)."""
+        return max(0, max_len - (i_c + 1) * chunk_size)
 
-    def intra(cfg: LaunchConfig, i_c: int) -> None:
-        kern.deltaformer_bwd_kernel_intra[(NV, N * H)](w, k, x, beta, lse, rhs, cu_seqlens, scale, T, chunk_size,
-                                                       i_c, SOLVE_PRECISION=solve_prec, **common, **cfg.kwargs())
-
-    for i_c in reversed(range(triton.cdiv(max_len, chunk_size))):
-        cfg_s = TUNERS["bwd_suffix"].pick(key, functools.partial(suffix, i_c=i_c), K, V)
-        suffix(cfg_s, i_c)
-        cfg_i = TUNERS["bwd_intra"].pick(key, functools.partial(intra, i_c=i_c), K, V)
-        intra(cfg_i, i_c)
-    xr = rowdot(x, r)
-    dbeta = -xr
-    if not _write_kernels.get(kernel).has_score_grad:
-        # kappa_1 has zero derivative almost everywhere (round): only dv and dbeta flow
-        return torch.zeros_like(w, dtype=adt), torch.zeros_like(k, dtype=adt), x, dbeta
-    D = (-beta.to(adt) * xr).contiguous()  # D_t = dO_t . r_t = sum_j P_tj dP_tj (softmax normaliser term)
-    dw, dk, _ = _attn_bwd(w, k, u, x, beta, lse, D, kernel=kernel, write=True, scale=scale, cu_seqlens=cu_seqlens)
-    return dw, dk, x, dbeta
+    n_buf = splits(later(1), ns_max)
+    part = torch.empty(2, max(1, n_buf), N, CR, H, V, dtype=adt, device=g.device)
+    for i_c in reversed(range(n_chunks)):
+        ns_write = splits(later(i_c), ns_max) if i_c > 0 else 0
+        ns_read = splits(later(i_c + 1), ns_max) if i_c + 1 < n_chunks else 0
+        KS = triton.cdiv(triton.cdiv(later(i_c), max(1, ns_write)), cfg.blocks["BS"]) * cfg.blocks["BS"]
+        kern.deltaformer_bwd_kernel_chunk[(1 + ns_write * NTC, N * H)](
+            w, k, g, beta, lse, ainv, r, do, dv, dbeta, D, part, cu_seqlens, scale, T, chunk_size, i_c, N, ns_read,
+            KS, max(1, n_buf), V=V, BV=BV, CR=CR, **opts, **cfg.kwargs())
+    return do, dv, dbeta, D
 
 
 class _DeltaFormerU(torch.autograd.Function):
@@ -322,15 +376,22 @@ class _DeltaFormerU(torch.autograd.Function):
     def backward(ctx: Any, grad_u: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         w, k, beta, u, r, lse, cu_seqlens = ctx.saved_tensors
         kernel, scale, chunk_size = ctx.options
-        g = grad_u.to(acc_dtype(u.dtype)).contiguous()
-        dw, dk, dv, dbeta = u_bwd(g, w, k, beta, u, r, lse, kernel=kernel, scale=scale, chunk_size=chunk_size,
-                                  cu_seqlens=cu_seqlens)
-        return dw.to(w.dtype), dk.to(k.dtype), dv.to(u.dtype), dbeta.to(beta.dtype), None, None, None, None
+        do, dv, dbeta, D = u_walk(grad_u.contiguous(), w, k, beta, r, lse, kernel=kernel, scale=scale,
+                                 chunk_size=chunk_size, cu_seqlens=cu_seqlens, dv_dtype=u.dtype)
+        if not _write_kernels.get(kernel).has_score_grad:
+            # kappa_1 has zero derivative almost everywhere (round): only dv and dbeta flow
+            return torch.zeros_like(w), torch.zeros_like(k), dv, dbeta, None, None, None, None
+        opts: dict[str, Any] = {"kernel": kernel, "write": True, "scale": scale, "cu_seqlens": cu_seqlens,
+                                "add": None}
+        dw = attn_dq(w, k, u, do, lse, D, **opts, out_dtype=w.dtype)
+        dk, _ = attn_dk(w, k, u, do, lse, D, **opts, out_dtype=k.dtype)
+        return dw, dk, dv, dbeta, None, None, None, None
 
 
 class _DeltaFormerAttn(torch.autograd.Function):
     """o = causal_softmax(read_scale q k^T) u, u = DF.4(w, k, v, beta) with w = k or q; backward: the read-out's
-    FlashAttention-2 backward gives du, then the u backward; dw is added to dk (write="k") or dq (write="q")."""
+    FlashAttention-2 backward gives du, then the u backward; dw is added to dk (write="k") or dq (write="q") by the
+    kernels themselves (each pass adds the previous pass's partial gradient and the last stores the input dtype)."""
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, write: str,
@@ -350,17 +411,30 @@ class _DeltaFormerAttn(torch.autograd.Function):
         q, k, beta, u, r, lse_w, o, lse_o, cu_seqlens = ctx.saved_tensors
         write, kernel, write_scale, read_scale, chunk_size = ctx.options
         do = grad_o.to(u.dtype).contiguous()
-        dq, dk, du = read_bwd(do, q, k, u, o, lse_o, scale=read_scale, cu_seqlens=cu_seqlens)
+        adt = acc_dtype(u.dtype)
+        final = not _write_kernels.get(kernel).has_score_grad  # no write-similarity passes follow the read-out's
+        delta = rowdot(do, o)
+        read: dict[str, Any] = {"kernel": "softmax", "write": False, "scale": read_scale, "cu_seqlens": cu_seqlens,
+                                "add": None}
+        dk_r, du = attn_dk(q, k, u, do, lse_o, delta, **read, out_dtype=k.dtype if final else adt)
+        dq_r = attn_dq(q, k, u, do, lse_o, delta, **read,
+                       out_dtype=q.dtype if final or write == "k" else adt)
+        assert du is not None
         w = k if write == "k" else q
-        dw, dk_w, dv, dbeta = u_bwd(du, w, k, beta, u, r, lse_w, kernel=kernel, scale=write_scale,
-                                    chunk_size=chunk_size, cu_seqlens=cu_seqlens)
-        dk = dk + dk_w
-        if write == "k":
-            dk = dk + dw
+        do_w, dv, dbeta, D = u_walk(du, w, k, beta, r, lse_w, kernel=kernel, scale=write_scale, chunk_size=chunk_size,
+                                 cu_seqlens=cu_seqlens, dv_dtype=u.dtype)
+        if final:
+            return dq_r, dk_r, dv, dbeta, None, None, None, None, None, None
+        wr: dict[str, Any] = {"kernel": kernel, "write": True, "scale": write_scale, "cu_seqlens": cu_seqlens}
+        if write == "q":
+            dq = attn_dq(q, k, u, do_w, lse_w, D, **wr, add=dq_r, out_dtype=q.dtype)
+            dk, _ = attn_dk(q, k, u, do_w, lse_w, D, **wr, add=dk_r, out_dtype=k.dtype)
         else:
-            dq = dq + dw
-        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(u.dtype), dbeta.to(beta.dtype),
-                None, None, None, None, None, None)
+            # dk = read dk + write dk + dw (w = k): the key pass adds the read's, the row pass adds both
+            dk_w, _ = attn_dk(k, k, u, do_w, lse_w, D, **wr, add=dk_r, out_dtype=adt)
+            dk = attn_dq(k, k, u, do_w, lse_w, D, **wr, add=dk_w, out_dtype=k.dtype)
+            dq = dq_r
+        return dq, dk, dv, dbeta, None, None, None, None, None, None
 
 
 def _needs_grad(*inputs: torch.Tensor) -> bool:
@@ -370,8 +444,8 @@ def _needs_grad(*inputs: torch.Tensor) -> bool:
 def deltaformer_u(w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *, kernel: str,
                   scale: float, chunk_size: int | None, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
     """DF.1 via DF.4: u_t = v_t - beta_t sum_{j<t} kappa_1(w_t, k_j) u_j, chunk by chunk. -> u [B, T, H, V].
-    ``chunk_size`` None: CHUNK_SIZE."""
-    chunk_size = CHUNK_SIZE if chunk_size is None else chunk_size
+    ``chunk_size`` None: ``default_chunk_size``."""
+    chunk_size = default_chunk_size(w.shape[1]) if chunk_size is None else chunk_size
     inputs = (w, k, v, beta)
     if _needs_grad(*inputs):
         out: torch.Tensor = _DeltaFormerU.apply(  # type: ignore[no-untyped-call]
@@ -386,8 +460,8 @@ def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
                      kernel: str, write_scale: float, read_scale: float, chunk_size: int | None,
                      cu_seqlens: torch.Tensor | None) -> torch.Tensor:
     """DF.9: o = causal_softmax(read_scale q k^T) U, U from DF.1 with w = k (write="k") or w = q (write="q") and
-    ``write_scale`` in kappa_1. ``chunk_size`` None: CHUNK_SIZE."""
-    chunk_size = CHUNK_SIZE if chunk_size is None else chunk_size
+    ``write_scale`` in kappa_1. ``chunk_size`` None: ``default_chunk_size``."""
+    chunk_size = default_chunk_size(q.shape[1]) if chunk_size is None else chunk_size
     inputs = (q, k, v, beta)
     if _needs_grad(*inputs):
         out: torch.Tensor = _DeltaFormerAttn.apply(  # type: ignore[no-untyped-call]
@@ -401,45 +475,49 @@ def deltaformer_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
 
 
 def _bwd_variants(D: int, p: str, base: dict[str, Any], kernel: str | None) -> list[AotVariant]:
-    """Backward compilations for head dim D: the write kernel ``kernel`` (suffix, intra, and dq/dk with WRITE
+    """Backward compilations for head dim D: the write kernel ``kernel`` (inverse, chunk, and dq/dk with WRITE
     unless round), or the read-out (kernel None: dq/dk with WRITE False, and the row-dot preprocessing)."""
     out: list[AotVariant] = []
     bwd = {**base, "BV": _full_v(D)}
-    attn_sig = {"q": p, "k": p, "u": p, "g": p if kernel is None else "*fp32", "beta": p if kernel else "*fp32",
-                "lse": "*fp32", "D": "*fp32"}
+    attn_sig = {"q": p, "k": p, "u": p, "g": p, "lse": "*fp32", "D": "*fp32"}
     tail = {"cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
     if kernel is None:
-        out.extend(_bwd_attn_variants(D, {**attn_sig, **tail}, {**bwd, "KERNEL": "softmax", "WRITE": False}))
-        for a in (p, "*fp32"):
-            out.append(AotVariant("deltaformer_bwd_kernel_rowdot", kern.deltaformer_bwd_kernel_rowdot,
-                                  {"a": a, "b": a, "out": "*fp32", "R": "i32"},
-                                  {"V": D, "BR": 16, "BV": _full_v(D), "ACC": tl.float32}, 4, 1))
+        out.extend(_bwd_attn_variants(D, p, {**attn_sig, **tail}, {**bwd, "KERNEL": "softmax", "WRITE": False}))
+        out.append(AotVariant("deltaformer_bwd_kernel_rowdot", kern.deltaformer_bwd_kernel_rowdot,
+                              {"a": p, "b": p, "out": "*fp32", "R": "i32"},
+                              {"V": D, "BR": 16, "BV": _full_v(D), "ACC": tl.float32}, 4, 1))
         return out
-    chunk_sig = {"w": p, "k": p, "x": "*fp32", "beta": p, "lse": "*fp32"}
-    chunk_tail = {"cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
-    for cfg in suffix_configs(D, D):
-        out.append(AotVariant("deltaformer_bwd_kernel_suffix", kern.deltaformer_bwd_kernel_suffix,
-                              {**chunk_sig, "g": "*fp32", "rhs": "*fp32", **chunk_tail},
-                              {**base, "KERNEL": kernel, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
-    for cfg in intra_configs(D, D):
-        out.append(AotVariant("deltaformer_bwd_kernel_intra", kern.deltaformer_bwd_kernel_intra,
-                              {**chunk_sig, "rhs": "*fp32", **chunk_tail},
-                              {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3", **cfg.blocks}, cfg.num_warps,
-                              cfg.num_stages))
+    cfg = bwd_chunk_config(D, D)
+    inv = bwd_inverse_config(D)
+    solve = {"H": base["H"], "K": D, "BK": base["BK"], "CR": 128, "KERNEL": kernel, "IS_VARLEN": True,
+             "ACC": tl.float32, "DOT_PRECISION": "ieee", "SOLVE_PRECISION": "tf32"}
+    out.append(AotVariant("deltaformer_bwd_kernel_inverse", kern.deltaformer_bwd_kernel_inverse,
+                          {"w": p, "k": p, "beta": p, "lse": "*fp32", "ainv": "*fp32", **tail, "C": "i32"},
+                          {**solve, "BTS": cfg.blocks["BTS"]}, inv.num_warps, inv.num_stages))
+    out.append(AotVariant("deltaformer_bwd_kernel_chunk", kern.deltaformer_bwd_kernel_chunk,
+                          {"w": p, "k": p, "g": "*fp32", "beta": p, "lse": "*fp32", "ainv": "*fp32", "r": "*fp32",
+                           "do": p, "dv": p, "dbeta": p, "D": "*fp32", "part": "*fp32", **tail, "C": "i32",
+                           "i_c": "i32", "N": "i32", "NS_READ": "i32", "KS": "i32", "NSMAX": "i32"},
+                          {**solve, "V": D, "BV": _full_v(D), **cfg.blocks}, cfg.num_warps, cfg.num_stages))
     if _write_kernels.get(kernel).has_score_grad:
-        out.extend(_bwd_attn_variants(D, {**attn_sig, **tail}, {**bwd, "KERNEL": kernel, "WRITE": True}))
+        out.extend(_bwd_attn_variants(D, p, {**attn_sig, **tail}, {**bwd, "KERNEL": kernel, "WRITE": True}))
     return out
 
 
-def _bwd_attn_variants(D: int, sig: dict[str, str], consts: dict[str, Any]) -> list[AotVariant]:
-    """The dq and dk passes of one attention backward (read-out or write similarity) for head dim D."""
-    head = {n: sig[n] for n in ("q", "k", "u", "g", "beta", "lse", "D")}
+def _bwd_attn_variants(D: int, p: str, sig: dict[str, str], consts: dict[str, Any]) -> list[AotVariant]:
+    """The dq and dk passes of one attention backward (read-out or write similarity) for head dim D: the read-out
+    stores fp32 partial gradients, the write passes add one (ACCUMULATE) and store the input dtype."""
+    head = {n: sig[n] for n in ("q", "k", "u", "g", "lse", "D")}
     tail = {n: sig[n] for n in ("cu_seqlens", "scale", "T")}
-    out = [AotVariant("deltaformer_bwd_kernel_dq", kern.deltaformer_bwd_kernel_dq, {**head, "dq": "*fp32", **tail},
-                      {**consts, **cfg.blocks}, cfg.num_warps, cfg.num_stages) for cfg in bwd_dq_configs(D, D)]
+    acc = bool(consts["WRITE"])
+    out_t = p if acc else "*fp32"
+    out = [AotVariant("deltaformer_bwd_kernel_dq", kern.deltaformer_bwd_kernel_dq,
+                      {**head, "dq_in": "*fp32", "dq": out_t, **tail}, {**consts, "ACCUMULATE": acc, **cfg.blocks},
+                      cfg.num_warps, cfg.num_stages) for cfg in bwd_dq_configs(D, D)]
     out += [AotVariant("deltaformer_bwd_kernel_dk", kern.deltaformer_bwd_kernel_dk,
-                       {**head, "dk": "*fp32", "du": "*fp32", **tail}, {**consts, **cfg.blocks}, cfg.num_warps,
-                       cfg.num_stages) for cfg in bwd_dk_configs(D, D)]
+                       {**head, "dk_in": "*fp32", "dk": out_t, "du": "*fp32", **tail},
+                       {**consts, "ACCUMULATE": acc, **cfg.blocks}, cfg.num_warps, cfg.num_stages)
+            for cfg in bwd_dk_configs(D, D, acc)]
     return out
 
 
@@ -447,7 +525,7 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
                  kernels: tuple[str, ...] = _write_kernels.NAMES,
                  store_rs: tuple[bool, ...] = (False, True)) -> list[AotVariant]:
     """Every compilation the forward and backward launchers can request for these head dims (K == V) and dtypes
-    (``store_rs``: the forward intra kernel without and with the r = P u store that a backward needs)."""
+    (``store_rs``: the forward chunk kernel without and with the r = P u store that a backward needs)."""
     out: list[AotVariant] = []
     for dt in dtypes:
         for D in head_dims:
@@ -456,23 +534,20 @@ def aot_variants(head_dims: tuple[int, ...] = HEAD_DIMS, dtypes: tuple[str, ...]
             base = {"H": 4, "K": D, "V": D, "BK": BK, "BV": BV, "IS_VARLEN": True, "ACC": tl.float32,
                     "DOT_PRECISION": "ieee"}
             for kernel in kernels:
-                sig = {"w": p, "k": p, "u": p, "m": "*fp32", "lsum": "*fp32", "acc": "*fp32", "cu_seqlens": "*i32",
-                       "scale": "fp32", "T": "i32", "C": "i32", "i_c": "i32"}
-                for cfg in prefix_configs(D, D):
-                    out.append(AotVariant("deltaformer_fwd_kernel_prefix", kern.deltaformer_fwd_kernel_prefix, sig,
-                                          {**base, "KERNEL": kernel, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
-                sig = {"w": p, "k": p, "v": p, "beta": p, "u": p, "m": "*fp32", "lsum": "*fp32", "acc": "*fp32",
-                       "lse": "*fp32", "r": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32", "C": "i32",
-                       "i_c": "i32"}
-                for cfg in intra_configs(D, D):
-                    for store_r in store_rs:
-                        out.append(AotVariant("deltaformer_fwd_kernel_intra", kern.deltaformer_fwd_kernel_intra, sig,
-                                              {**base, "KERNEL": kernel, "SOLVE_PRECISION": "tf32x3",
-                                               "STORE_R": store_r, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+                sig = {"w": p, "k": p, "v": p, "beta": p, "u": p, "lse": "*fp32", "r": "*fp32",
+                       "part_acc": "*fp32", "part_ml": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32",
+                       "C": "i32", "i_c": "i32", "N": "i32", "NS_READ": "i32", "KS": "i32", "NSMAX": "i32"}
+                cfg = chunk_config(D, D)
+                for store_r in store_rs:
+                    out.append(AotVariant("deltaformer_fwd_kernel_chunk", kern.deltaformer_fwd_kernel_chunk, sig,
+                                          {**base, "BV": max(16, next_power_of_2(D)), "CR": 128, "KERNEL": kernel,
+                                           "SOLVE_PRECISION": "tf32x3", "STORE_R": store_r, **cfg.blocks},
+                                          cfg.num_warps, cfg.num_stages))
                 out.extend(_bwd_variants(D, p, base, kernel))
             sig = {"q": p, "k": p, "u": p, "o": p, "lse": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
             for cfg in read_configs(D, D):
                 out.append(AotVariant("deltaformer_fwd_kernel_read", kern.deltaformer_fwd_kernel_read, sig,
-                                      {**base, **cfg.blocks}, cfg.num_warps, cfg.num_stages))
+                                      {**base, "BV": read_value_block(D), **cfg.blocks}, cfg.num_warps,
+                                      cfg.num_stages))
             out.extend(_bwd_variants(D, p, base, None))
     return out
