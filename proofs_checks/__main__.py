@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from proofs_checks._cli import select_by_id
 from proofs_checks.claims.declaration import DEFAULT, THOROUGH
 from proofs_checks.claims.registry import all_checks, all_figures
 from proofs_checks.claims.run import render_table, run_checks, write_json, write_report
@@ -32,12 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         for check in checks:
             print(f"{check.id:<5} [{check.provenance}] ({check.evidence}) {check.claim}")
         return 0
-    if args.only:
-        known = {check.id for check in checks}
-        unknown = [i for i in args.only if i not in known]
-        if unknown:
-            parser.error(f"unknown check id(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        checks = tuple(check for check in checks if check.id in args.only)
+    checks = select_by_id(parser, checks, args.only, "check")
 
     profile = THOROUGH if args.thorough else DEFAULT
     if args.seed is not None:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from proofs_checks._cli import select_by_id
 from proofs_checks.proofs.registry import all_proofs
 from proofs_checks.proofs.run import render_table, run_proofs, write_json
 
@@ -28,12 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         for proof in proofs:
             print(f"{proof.id:<22} {proof.claim:<5} {proof.method:<9} {proof.scope}: {proof.statement}")
         return 0
-    if args.only:
-        known = {proof.id for proof in proofs}
-        unknown = [i for i in args.only if i not in known]
-        if unknown:
-            parser.error(f"unknown proof id(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        proofs = tuple(proof for proof in proofs if proof.id in args.only)
+    proofs = select_by_id(parser, proofs, args.only, "proof")
 
     start = time.perf_counter()
     results = run_proofs(proofs)
